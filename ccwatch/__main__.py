@@ -1,0 +1,5 @@
+import sys
+
+from ccwatch.cli import main
+
+sys.exit(main())

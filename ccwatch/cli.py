@@ -1,0 +1,150 @@
+"""The ``ccwatch`` command line, following Prometheus exporter conventions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from ccwatch import __version__, logs
+from ccwatch.config import DEFAULT_CONFIG_PATH, load_config, split_listen_address
+from ccwatch.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccwatch",
+        description="Watch contact-center availability and export it to Prometheus.",
+    )
+    parser.add_argument("--version", action="version", version=f"ccwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def log_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--log.level",
+            dest="log_level",
+            choices=["debug", "info", "warning", "error"],
+            help="log level (default: the config's log.level, else info)",
+        )
+        p.add_argument(
+            "--log.format",
+            dest="log_format",
+            choices=["auto", "json", "console"],
+            help="auto: JSON lines unless stderr is a terminal",
+        )
+
+    run = sub.add_parser("run", help="run the exporter")
+    run.add_argument(
+        "--config.file",
+        dest="config_file",
+        default=DEFAULT_CONFIG_PATH,
+        help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+    )
+    run.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        help="HOST:PORT to serve /metrics on (overrides web.listen_address)",
+    )
+    log_flags(run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file")
+
+    sim = sub.add_parser("simulate", help="run the vendor API simulator")
+    sim.add_argument("--listen", default="127.0.0.1:9866", help="HOST:PORT (default %(default)s)")
+    sim.add_argument("--tick", type=float, default=5.0, help="seconds between state changes")
+    log_flags(sim)
+
+    demo = sub.add_parser("demo", help="run the simulator and the exporter together")
+    demo.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default="127.0.0.1:9865",
+        help="HOST:PORT for the exporter (default %(default)s)",
+    )
+    log_flags(demo)
+    return parser
+
+
+def _check_config(path: str) -> int:
+    from ccwatch.daemon import build_jobs
+    from ccwatch.http import HttpClient
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid configuration", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    jobs = build_jobs(config, HttpClient())
+    print(f"{path}: OK ({len(config.targets)} targets, {len(jobs)} poll jobs)")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ccwatch.daemon import Daemon
+
+    logs.configure(args.log_level or "info", args.log_format or "auto")
+    log = structlog.get_logger("ccwatch")
+    try:
+        config = load_config(args.config_file)
+        if args.listen_address:
+            from ccwatch.config import _check_listen_address
+
+            _check_listen_address(args.listen_address)
+    except ConfigError as exc:
+        log.error("config_invalid", file=args.config_file, errors=exc.errors)
+        return 1
+    except ValueError as exc:
+        log.error("flag_invalid", flag="--web.listen-address", error=str(exc))
+        return 1
+    if args.log_level is None or args.log_format is None:
+        logs.configure(args.log_level or config.log.level, args.log_format or config.log.format)
+    daemon = Daemon(config, config_path=args.config_file, listen_address=args.listen_address)
+    try:
+        asyncio.run(daemon.run())
+    except OSError as exc:
+        log.error("listen_failed", address=daemon.listen_address, error=str(exc))
+        return 1
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from ccwatch.simulator import run_simulator
+
+    logs.configure(args.log_level or "info", args.log_format or "auto")
+    host, port = split_listen_address(args.listen)
+    structlog.get_logger("ccwatch.simulator").info(
+        "simulator_listening", url=f"http://{host}:{port}"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_simulator(host, port, tick=args.tick))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ccwatch.demo import run_demo
+
+    logs.configure(args.log_level or "info", args.log_format or "auto")
+    asyncio.run(run_demo(args.listen_address))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.file)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "simulate":
+        return _simulate(args)
+    return _demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

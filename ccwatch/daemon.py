@@ -1,0 +1,241 @@
+"""The daemon: builds jobs from the config, runs the scheduler and serves the exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from ccwatch import __version__
+from ccwatch.collector import (
+    BUILD_INFO,
+    CONFIG_LAST_RELOAD_SUCCESS,
+    CONFIG_LAST_RELOAD_TIME,
+    JOBS,
+    POLLS_DELAYED,
+    POLLS_IN_FLIGHT,
+    MetricStore,
+    build_info_fragment,
+    core_families,
+    format_value,
+    label_text,
+)
+from ccwatch.config import ConfigBase, load_config, split_listen_address
+from ccwatch.errors import ConfigError
+from ccwatch.http import HttpClient
+from ccwatch.scheduler import Job, Scheduler
+from ccwatch.sources import SOURCES, all_subject_labels
+from ccwatch.web import build_app
+
+log = structlog.get_logger("ccwatch")
+
+
+def build_jobs(config: ConfigBase, http: HttpClient, first_id: int = 1) -> list[Job]:
+    """Every poll job of every configured target."""
+    subject_labels = all_subject_labels()
+    jobs: list[Job] = []
+    next_id = first_id
+    for target in config.targets:
+        source = SOURCES[target.source]
+        client = http.for_target(
+            target,
+            max_response_size=config.max_response_size_of(target),
+            headers=source.headers,
+        )
+        if source.client_factory is not None:
+            client = source.client_factory(target, client)
+        interval = config.interval_of(target)
+        timeout = config.timeout_of(target)
+        for spec in source.jobs(target, client):
+            jobs.append(
+                Job(
+                    id=next_id,
+                    source=source.name,
+                    target=target.name,
+                    endpoint=spec.endpoint,
+                    subject=spec.subject,
+                    source_subject_labels=source.subject_labels,
+                    all_subject_labels=subject_labels,
+                    interval=interval,
+                    timeout=timeout,
+                    poll=spec.poll,
+                )
+            )
+            next_id += 1
+    return jobs
+
+
+class Daemon:
+    """One running ccwatch: config, HTTP client, scheduler, metric store and web server."""
+
+    def __init__(
+        self,
+        config: ConfigBase,
+        *,
+        config_path: str | Path | None = None,
+        listen_address: str | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.listen_address = listen_address or config.web.listen_address
+        self.http = HttpClient(max_connections=config.scheduler.max_concurrency)
+        self.store = MetricStore()
+        for family in core_families(all_subject_labels()):
+            self.store.register(family)
+        for source in SOURCES.values():
+            for family in source.families:
+                self.store.register(family)
+        self.store.set(BUILD_INFO, 0, build_info_fragment())
+        self.scheduler = Scheduler(
+            build_jobs(config, self.http),
+            self.store,
+            max_concurrency=config.scheduler.max_concurrency,
+        )
+        self._runner: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._last_reload_ok = True
+        self._last_reload_time = time.time()
+        self._delayed_before_reload = 0
+        self.bound: list[tuple[str, int]] = []
+
+    # ----------------------------------------------------------------- exporter protocol
+
+    @property
+    def ready(self) -> bool:
+        return self.scheduler.ready
+
+    def readiness(self) -> str:
+        total = len(self.scheduler.jobs)
+        return f"ccwatch is not ready: {self.scheduler.unattempted} of {total} jobs not polled yet"
+
+    def render_metrics(self, *, openmetrics: bool) -> bytes:
+        store = self.store
+        counts: dict[str, int] = dict.fromkeys(SOURCES, 0)
+        for job in self.scheduler.jobs:
+            counts[job.source] += 1
+        store.set(
+            JOBS,
+            0,
+            "".join(
+                f"{JOBS}{{{label_text([('source', name)])}}} {n}\n" for name, n in counts.items()
+            ).encode(),
+        )
+        store.set(POLLS_IN_FLIGHT, 0, f"{POLLS_IN_FLIGHT} {self.scheduler.in_flight}\n".encode())
+        store.set(POLLS_DELAYED, 0, f"{POLLS_DELAYED} {self._delayed_total()}\n".encode())
+        store.set(
+            CONFIG_LAST_RELOAD_SUCCESS,
+            0,
+            f"{CONFIG_LAST_RELOAD_SUCCESS} {int(self._last_reload_ok)}\n".encode(),
+        )
+        store.set(
+            CONFIG_LAST_RELOAD_TIME,
+            0,
+            f"{CONFIG_LAST_RELOAD_TIME} {format_value(self._last_reload_time)}\n".encode(),
+        )
+        return store.render(openmetrics=openmetrics)
+
+    def _delayed_total(self) -> int:
+        return self._delayed_before_reload + self.scheduler.delayed_total
+
+    async def reload(self) -> str | None:
+        if self.config_path is None:
+            return "no configuration file to reload (started without --config.file)"
+        async with self._reload_lock:
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                self._last_reload_ok = False
+                log.error("config_reload_failed", errors=exc.errors)
+                return str(exc)
+            await self.apply(config)
+            return None
+
+    async def apply(self, config: ConfigBase) -> None:
+        """Swap in a new configuration, keeping the state of jobs that did not change."""
+        old = self.scheduler
+        await old.stop(grace=max((job.timeout for job in old.jobs), default=0.0))
+        old_jobs = {job.key: job for job in old.jobs}
+        first_id = max((job.id for job in old.jobs), default=0) + 1
+        jobs = build_jobs(config, self.http, first_id=first_id)
+        for job in jobs:
+            previous = old_jobs.pop(job.key, None)
+            if previous is not None:
+                job.adopt(previous)
+        for gone in old_jobs.values():
+            self.store.forget(gone.id)
+        self._delayed_before_reload += old.delayed_total
+        self.config = config
+        self.scheduler = Scheduler(
+            jobs, self.store, max_concurrency=config.scheduler.max_concurrency
+        )
+        self.scheduler.start()
+        self._last_reload_ok = True
+        self._last_reload_time = time.time()
+        if config.web.listen_address != self.listen_address:
+            log.warning(
+                "listen_address_unchanged",
+                detail="web.listen_address changes take effect on restart",
+            )
+        log.info("config_reloaded", targets=len(config.targets), jobs=len(jobs))
+
+    # ----------------------------------------------------------------- life cycle
+
+    async def start(self) -> None:
+        log.info(
+            "starting",
+            version=__version__,
+            targets=len(self.config.targets),
+            jobs=len(self.scheduler.jobs),
+        )
+        self.scheduler.start()
+        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = split_listen_address(self.listen_address)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        self.bound = [
+            (str(addr[0]), int(addr[1]))
+            for addr in self._runner.addresses
+            if isinstance(addr, tuple)
+        ]
+        log.info("listening", address=self.listen_address, metrics_url=self.metrics_url)
+
+    @property
+    def metrics_url(self) -> str:
+        if not self.bound:
+            return ""
+        host, port = self.bound[0]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}/metrics"
+
+    async def stop(self) -> None:
+        grace = max((job.timeout for job in self.scheduler.jobs), default=0.0)
+        log.info("stopping", in_flight=self.scheduler.in_flight, grace_seconds=grace)
+        await self.scheduler.stop(grace=grace)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.http.close()
+        log.info("stopped", polls=self.scheduler.polls_total)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT (SIGHUP reloads), then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()

@@ -1,0 +1,60 @@
+"""``ccwatch demo``: the simulator and the daemon in one process, on an embedded config."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import structlog
+import yaml
+
+from ccwatch.config import ConfigBase, parse_config
+from ccwatch.daemon import Daemon
+from ccwatch.simulator import serve as serve_simulator
+
+log = structlog.get_logger("ccwatch.demo")
+
+DEMO_CONFIG = """
+web:
+  listen_address: {listen_address}
+defaults:
+  interval: 5s
+  timeout: 2s
+targets:
+  - name: ece-demo
+    source: ece
+    url: {sim_url}/system
+    entry_points: [1000, 1001, 1002, 1003]
+"""
+
+
+def demo_config(sim_url: str, listen_address: str) -> ConfigBase:
+    text = DEMO_CONFIG.format(sim_url=sim_url, listen_address=listen_address)
+    return parse_config(yaml.safe_load(text), origin="demo config")
+
+
+async def run_demo(listen_address: str, simulator_host: str = "127.0.0.1") -> None:
+    runner = await serve_simulator(simulator_host, 0, tick=5.0)
+    try:
+        addresses = [a for a in runner.addresses if isinstance(a, tuple)]
+        sim_url = f"http://{simulator_host}:{addresses[0][1]}"
+        daemon = Daemon(demo_config(sim_url, listen_address))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.request_stop)
+        await daemon.start()
+        print(
+            f"\nccwatch demo is running.\n"
+            f"  metrics:   {daemon.metrics_url}\n"
+            f"  simulator: {sim_url}/-/sim/state\n"
+            f"Values change every few seconds. Press Ctrl+C to stop.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            await daemon._stop.wait()
+        finally:
+            await daemon.stop()
+    finally:
+        await runner.cleanup()

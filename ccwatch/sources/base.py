@@ -1,0 +1,87 @@
+"""What a source module declares, and what the core needs from it.
+
+A source module (``ccwatch/sources/<vendor>.py``) provides:
+
+- its config model, a :class:`~ccwatch.config.TargetConfig` subclass with
+  ``source: Literal["<name>"]``;
+- its metric families (:class:`Family`), rendered by the core at scrape time;
+- pure parsers: response bytes in, a typed reading out, no I/O;
+- a ``jobs`` function that turns one configured target into poll jobs, each an
+  ``endpoint`` name, its subject labels and a coroutine function that makes the
+  requests through the shared :class:`~ccwatch.http.TargetClient` and parses them.
+
+A source never sleeps, retries or catches time-outs: the scheduler owns time and failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ccwatch.config import TargetConfig
+from ccwatch.http import TargetClient
+
+#: One sample of a reading: (family name, extra label text, value). The extra label text
+#: is ``""`` or starts with a comma, e.g. ``',state="accepting"'``; the core prepends the
+#: job's own labels (``target`` and the source's subject labels).
+Sample = tuple[str, str, float]
+
+
+class Reading(Protocol):
+    """A typed result of one successful poll."""
+
+    def samples(self) -> Iterable[Sample]:
+        """The vendor samples this reading exports."""
+        ...
+
+    def watched(self) -> Mapping[str, str]:
+        """Watched state: a change between two polls is logged (``state_changed``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family: its name, type, HELP text and label names (for docs and checks)."""
+
+    name: str
+    type: Literal["gauge", "counter"]
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One poll job: what to poll (``poll``) and how it is labelled."""
+
+    endpoint: str
+    subject: Mapping[str, str]
+    poll: Callable[[], Awaitable[Reading]]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registry entry: everything the core needs to know about one vendor API."""
+
+    name: str
+    config_model: type[TargetConfig]
+    #: Labels that identify what a job polls (``entry_point``, ``customer_id``, ...).
+    subject_labels: tuple[str, ...]
+    families: tuple[Family, ...]
+    jobs: Callable[[Any, TargetClient], list[JobSpec]]
+    #: Extra headers every request of this source carries.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: Makes the per-target client (e.g. to add OAuth2); ``None`` uses the shared one.
+    client_factory: Callable[[Any, TargetClient], TargetClient] | None = None
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def state_set(label: str, states: Iterable[str], current: str | None) -> list[tuple[str, float]]:
+    """``(extra label text, value)`` for a state set: 1 on ``current``, 0 on the others."""
+    return [
+        (f',{label}="{escape_label_value(state)}"', 1.0 if state == current else 0.0)
+        for state in states
+    ]

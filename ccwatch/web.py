@@ -1,0 +1,89 @@
+"""The exporter's HTTP server: /metrics, /-/healthy, /-/ready, /-/reload and a landing page."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import web
+
+from ccwatch import __version__
+from ccwatch.collector import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+
+
+class Exporter(Protocol):
+    """What the web layer needs from the daemon."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def readiness(self) -> str: ...
+
+    def render_metrics(self, *, openmetrics: bool) -> bytes: ...
+
+    async def reload(self) -> str | None:
+        """Reload the configuration; return None on success, else the error text."""
+        ...
+
+
+_LANDING = """<!doctype html>
+<html><head><meta charset="utf-8"><title>ccwatch</title></head>
+<body>
+<h1>ccwatch</h1>
+<p>Contact-center availability exporter, version {version}.</p>
+<ul>
+<li><a href="metrics">Metrics</a></li>
+<li><a href="-/healthy">Health</a></li>
+<li><a href="-/ready">Readiness</a></li>
+</ul>
+<p>POST <code>/-/reload</code> (or send SIGHUP) to reload the configuration.</p>
+</body></html>
+"""
+
+
+def wants_openmetrics(accept: str) -> bool:
+    return "application/openmetrics-text" in accept
+
+
+def build_app(exporter: Exporter) -> web.Application:
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+        body = exporter.render_metrics(openmetrics=openmetrics)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = (
+            OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
+        )
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            # aiohttp compresses large bodies in a worker thread, off the event loop.
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.Response(text="ccwatch is Healthy.\n")
+
+    async def ready(_: web.Request) -> web.Response:
+        if exporter.ready:
+            return web.Response(text="ccwatch is Ready.\n")
+        return web.Response(status=503, text=exporter.readiness() + "\n")
+
+    async def reload(_: web.Request) -> web.Response:
+        error = await exporter.reload()
+        if error is None:
+            return web.Response(text="configuration reloaded\n")
+        return web.Response(status=500, text=f"failed to reload config: {error}\n")
+
+    async def landing(_: web.Request) -> web.Response:
+        return web.Response(text=_LANDING.format(version=__version__), content_type="text/html")
+
+    app = web.Application()
+    handlers: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+        ("GET", "/metrics", metrics),
+        ("GET", "/-/healthy", healthy),
+        ("GET", "/-/ready", ready),
+        ("POST", "/-/reload", reload),
+        ("PUT", "/-/reload", reload),
+        ("GET", "/", landing),
+    ]
+    for method, path, handler in handlers:
+        app.router.add_route(method, path, handler)
+    return app

@@ -1,0 +1,119 @@
+"""Hardened XML parsing shared by the XML sources.
+
+The parser resolves no entities, touches no network, loads no DTD and refuses huge
+trees; a document that declares a DOCTYPE is refused outright. Elements are read by
+local name, whatever namespace prefix a server picked.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lxml import etree
+
+from ccwatch.errors import ParseFailure
+
+_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+    recover=False,
+)
+
+_TAG_RE = re.compile(rb"<[A-Za-z_][^<>]*>")
+# name=value with an unquoted value, inside a start tag
+_UNQUOTED_ATTR_RE = re.compile(rb"(\s[A-Za-z_][\w.:-]*)\s*=\s*([^\s\"'<>=/`]+)")
+
+
+def _quote_attributes(body: bytes) -> bytes:
+    """Quote unquoted attribute values in start tags (``responseType=0``).
+
+    ECE's documented ``checkEligibility`` answer has one. lxml's recover mode would drop
+    the attribute silently, so instead the value is quoted and the document parsed
+    strictly again.
+    """
+
+    def fix_tag(m: re.Match[bytes]) -> bytes:
+        return _UNQUOTED_ATTR_RE.sub(rb'\1="\2"', m.group(0))
+
+    return _TAG_RE.sub(fix_tag, body)
+
+
+def parse_xml(body: bytes) -> etree._Element:
+    """Parse ``body`` strictly and return the root element, or raise :class:`ParseFailure`."""
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError as first:
+        fixed = _quote_attributes(body)
+        if fixed == body:
+            raise ParseFailure(f"malformed XML: {first}") from None
+        try:
+            root = etree.fromstring(fixed, _PARSER)
+        except etree.XMLSyntaxError:
+            raise ParseFailure(f"malformed XML: {first}") from None
+    if root is None:
+        raise ParseFailure("empty XML document")
+    if root.getroottree().docinfo.doctype:
+        raise ParseFailure("XML with a DOCTYPE is refused")
+    return root
+
+
+def local_name(element: etree._Element) -> str:
+    tag = element.tag
+    if not isinstance(tag, str):
+        return ""
+    return tag.rpartition("}")[2]
+
+
+def expect_root(root: etree._Element, name: str) -> None:
+    if local_name(root) != name:
+        raise ParseFailure(f"expected root element <{name}>, got <{local_name(root)}>")
+
+
+def child_text(root: etree._Element, name: str) -> str:
+    """The text of the first child element whose local name is ``name``."""
+    for child in root:
+        if local_name(child) == name:
+            return (child.text or "").strip()
+    raise ParseFailure(f"<{local_name(root)}> has no <{name}> element")
+
+
+def attribute(root: etree._Element, name: str) -> str:
+    """An attribute by local name, whatever its namespace."""
+    value = root.get(name)
+    if value is None:
+        for key, val in root.attrib.items():
+            if str(key).rpartition("}")[2] == name:
+                return str(val)
+        raise ParseFailure(f"<{local_name(root)}> has no {name} attribute")
+    return str(value)
+
+
+def parse_bool(value: str, what: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    raise ParseFailure(f"{what}: expected true or false, got {value!r}")
+
+
+def parse_int(value: str, what: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ParseFailure(f"{what}: expected an integer, got {value!r}") from None
+
+
+def parse_float(value: str, what: str) -> float:
+    try:
+        result = float(value.strip())
+    except ValueError:
+        raise ParseFailure(f"{what}: expected a number, got {value!r}") from None
+    if result != result or result in (float("inf"), float("-inf")):
+        raise ParseFailure(f"{what}: expected a finite number, got {value!r}")
+    return result
