@@ -291,6 +291,8 @@ async def _apply(fault: Fault, request: web.Request, handler: Handler) -> web.St
     if kind == "status":
         status: int = params["status"]
         text: str | None = params["body"]
+        if status in (204, 304):  # no body allowed
+            return web.Response(status=status, headers=params["headers"])
         if text is None:
             text = f"{status} {_reason(status)}"
         return web.Response(status=status, text=text, headers=params["headers"])
