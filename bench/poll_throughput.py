@@ -25,9 +25,8 @@ import socket
 import statistics
 import sys
 import time
+import urllib.request
 from typing import Any
-
-import aiohttp
 
 from ccwatch import logs
 from ccwatch.config import parse_config
@@ -46,6 +45,16 @@ def _simulator(port: int, first: int, count: int) -> None:
     asyncio.run(
         run_simulator("127.0.0.1", port, ece_entry_points=range(first, first + count), tick=0)
     )
+
+
+def _scrape(url: str, gzip_ok: bool) -> float:
+    """Time one GET of /metrics, reading the whole body (runs in a child process)."""
+    headers = {"Accept-Encoding": "gzip"} if gzip_ok else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback
+        resp.read()
+    return time.perf_counter() - t0
 
 
 def _rss_mb() -> float:
@@ -96,29 +105,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await daemon.start()
         scheduler = daemon.scheduler
         jobs = len(scheduler.jobs)
+        rss_started = _rss_mb()
         # warm-up: until every job has polled once
         deadline = time.monotonic() + 120
-        while not scheduler.ready and time.monotonic() < deadline:
+        while not scheduler.ready and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
+        rss_ready = _rss_mb()
         polls0, cpu0, wall0 = scheduler.polls_total, time.process_time(), time.monotonic()
         await asyncio.sleep(args.seconds)
         polls1, cpu1, wall1 = scheduler.polls_total, time.process_time(), time.monotonic()
         polls = polls1 - polls0
+        rss_polled = _rss_mb()
+        # What a scrape does minus the socket: every family's chunk, one at a time.
         renders = []
-        body = b""
+        series = 0
+        size = 0
         for _ in range(10):
             t0 = time.perf_counter()
-            body = daemon.render_metrics(openmetrics=False)
+            chunks = list(daemon.metric_chunks(openmetrics=False))
             renders.append(time.perf_counter() - t0)
-        series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-        http_times = []
-        async with aiohttp.ClientSession() as session:
-            for _ in range(5):
-                t0 = time.perf_counter()
-                async with session.get(daemon.metrics_url) as resp:
-                    await resp.read()
-                http_times.append(time.perf_counter() - t0)
-        ok = sum(1 for line in body.splitlines() if line.startswith(b"ccwatch_poll_success{") and line.endswith(b" 1"))
+            series = sum(c.count(b"\n") - c.count(b"\n#") - c.startswith(b"#") for c in chunks)
+            size = sum(len(c) for c in chunks)
+            del chunks
+        rss_rendered = _rss_mb()
+        # Scrape over HTTP from another process, as Prometheus would (gzip, and plain).
+        http_times: list[float] = []
+        with multiprocessing.Pool(1) as pool:
+            for gzip_ok in (True, False) * 3:
+                http_times.append(
+                    await asyncio.to_thread(pool.apply, _scrape, (daemon.metrics_url, gzip_ok))
+                )
+        ok = sum(job.failures == 0 and job.attempted for job in scheduler.jobs)
         result = {
             "entry_points": args.entry_points,
             "jobs": jobs,
@@ -129,15 +146,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "polls_per_wall_second": round(polls / (wall1 - wall0)),
             "cpu_seconds": round(cpu1 - cpu0, 2),
             "polls_per_cpu_second": round(polls / max(cpu1 - cpu0, 1e-9)),
-            "rss_mb": round(_rss_mb(), 1),
+            "rss_mb_jobs_built": round(rss_started, 1),
+            "rss_mb_all_polled": round(rss_ready, 1),
+            "rss_mb_after_run": round(rss_polled, 1),
+            "rss_mb_after_renders": round(rss_rendered, 1),
+            "rss_mb_after_scrapes": round(_rss_mb(), 1),
             "rss_mb_before_daemon": round(rss_before, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "series": series,
             "jobs_succeeding": ok,
             "render_ms_median": round(statistics.median(renders) * 1000, 1),
             "render_ms_max": round(max(renders) * 1000, 1),
-            "http_metrics_ms_median": round(statistics.median(http_times) * 1000, 1),
-            "metrics_bytes": len(body),
+            "http_metrics_gzip_ms_median": round(statistics.median(http_times[0::2]) * 1000, 1),
+            "http_metrics_plain_ms_median": round(statistics.median(http_times[1::2]) * 1000, 1),
+            "metrics_bytes": size,
         }
         await daemon.stop()
         return result

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client import generate_latest as _generate_text
@@ -88,20 +88,24 @@ class MetricStore:
         for data in self._families.values():
             data.fragments.pop(key, None)
 
-    def render(self, *, openmetrics: bool = False) -> bytes:
-        parts: list[bytes] = []
+    def chunks(self, *, openmetrics: bool = False) -> Iterator[bytes]:
+        """The exposition, one chunk per family, so a scrape never holds it all at once.
+
+        Each chunk is joined in one synchronous step, so a family is always consistent
+        even when polls complete between chunks.
+        """
         for data in self._families.values():
-            if not data.fragments:
-                continue
-            parts.append(data.om_header if openmetrics else data.text_header)
-            parts.append(b"".join(data.fragments.values()))
+            if data.fragments:
+                header = data.om_header if openmetrics else data.text_header
+                yield header + b"".join(data.fragments.values())
         if openmetrics:
-            process = _generate_om(self._process)
-            parts.append(process.removesuffix(b"# EOF\n"))
-            parts.append(b"# EOF\n")
+            process: bytes = _generate_om(self._process)  # type: ignore[no-untyped-call]
+            yield process.removesuffix(b"# EOF\n") + b"# EOF\n"
         else:
-            parts.append(_generate_text(self._process))
-        return b"".join(parts)
+            yield _generate_text(self._process)
+
+    def render(self, *, openmetrics: bool = False) -> bytes:
+        return b"".join(self.chunks(openmetrics=openmetrics))
 
 
 # --------------------------------------------------------------------------- core families

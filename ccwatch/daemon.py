@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -114,6 +116,9 @@ class Daemon:
         return f"ccwatch is not ready: {self.scheduler.unattempted} of {total} jobs not polled yet"
 
     def render_metrics(self, *, openmetrics: bool) -> bytes:
+        return b"".join(self.metric_chunks(openmetrics=openmetrics))
+
+    def metric_chunks(self, *, openmetrics: bool) -> Iterator[bytes]:
         store = self.store
         counts: dict[str, int] = dict.fromkeys(SOURCES, 0)
         for job in self.scheduler.jobs:
@@ -137,7 +142,7 @@ class Daemon:
             0,
             f"{CONFIG_LAST_RELOAD_TIME} {format_value(self._last_reload_time)}\n".encode(),
         )
-        return store.render(openmetrics=openmetrics)
+        return store.chunks(openmetrics=openmetrics)
 
     def _delayed_total(self) -> int:
         return self._delayed_before_reload + self.scheduler.delayed_total
@@ -193,6 +198,10 @@ class Daemon:
             jobs=len(self.scheduler.jobs),
         )
         self.scheduler.start()
+        # The jobs and their labels live as long as the process: keep them out of the
+        # garbage collector's full passes, which would otherwise walk them all.
+        gc.collect()
+        gc.freeze()
         self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = split_listen_address(self.listen_address)

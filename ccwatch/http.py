@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from ccwatch import __version__
 from ccwatch.config import TargetConfig, TLSConfig
@@ -163,7 +164,7 @@ class TargetClient:
     async def request(
         self,
         method: str,
-        url: str,
+        url: str | URL,
         *,
         headers: Mapping[str, str] | None = None,
         data: Any = None,

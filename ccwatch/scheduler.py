@@ -7,8 +7,10 @@ failures a job backs off exponentially (1x, 2x, then 4x its interval at most), a
 server's ``Retry-After`` pushes the next poll further out. A global cap limits how many
 polls are in flight at once; polls over the cap wait in a FIFO and count as delayed.
 
-Timers are plain ``loop.call_at`` handles (no sleeping task per job), so 50,000 jobs
-cost a few megabytes; each poll runs as a short-lived task.
+Timers live on a wheel of 20 ms slots: one ``loop.call_at`` per slot rather than per
+job, which batches the work of each event-loop iteration and keeps the loop's timer heap
+small. Poll time-outs use a second wheel the same way. Each poll runs as a short-lived
+task; no task sleeps per job, so 50,000 jobs cost a few megabytes.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ BACKOFF = (1.0, 2.0, 4.0)
 MAX_RETRY_AFTER = 3600.0
 #: First polls are spread over min(interval, this), so long intervals still start soon.
 MAX_INITIAL_SPREAD = 60.0
+#: Width of a timer-wheel slot in seconds.
+RESOLUTION = 0.02
+
+_label_cache: dict[str, str] = {}
+
+
+def _shared(text: str) -> str:
+    """One string object for equal label texts (the jobs of one subject share theirs)."""
+    return _label_cache.setdefault(text, text)
 
 
 class Job:
@@ -54,22 +65,19 @@ class Job:
         "endpoint",
         "errors",
         "failing_since",
-        "failure_line",
         "failures",
         "families",
-        "handle",
         "id",
         "interval",
-        "key",
         "last_reason",
         "last_success",
-        "log_fields",
         "poll",
         "poll_labels",
         "source",
         "subject",
-        "success_line",
         "target",
+        "task",
+        "timed_out",
         "timeout",
         "vendor_labels",
         "watched",
@@ -89,27 +97,26 @@ class Job:
         timeout: float,
         poll: Callable[[], Awaitable[Reading]],
     ) -> None:
-        self.key = (source, target, endpoint, tuple(sorted(subject.items())))
         self.id = id
         self.source = source
         self.target = target
         self.endpoint = endpoint
-        self.subject = dict(subject)
+        self.subject = subject
         self.interval = interval
         self.timeout = timeout
         self.poll = poll
-        self.vendor_labels = label_text(
-            [("target", target)] + [(n, subject.get(n, "")) for n in source_subject_labels]
+        self.vendor_labels = _shared(
+            label_text(
+                [("target", target)] + [(n, subject.get(n, "")) for n in source_subject_labels]
+            )
         )
         self.poll_labels = label_text(
             [("target", target), ("endpoint", endpoint)]
             + [(n, subject.get(n, "")) for n in all_subject_labels]
         )
-        self.log_fields: dict[str, str] = {"target": target, "endpoint": endpoint, **subject}
-        self.success_line = f"{POLL_SUCCESS}{{{self.poll_labels}}} 1\n".encode()
-        self.failure_line = f"{POLL_SUCCESS}{{{self.poll_labels}}} 0\n".encode()
         self.due = 0.0
-        self.handle: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.timed_out = False
         self.attempted = False
         self.failures = 0
         self.failing_since: float | None = None
@@ -118,6 +125,15 @@ class Job:
         self.watched: dict[str, str] | None = None
         self.families: tuple[str, ...] = ()
         self.errors: dict[str, int] = {}
+
+    @property
+    def key(self) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+        """The job's identity across reloads."""
+        return (self.source, self.target, self.endpoint, tuple(sorted(self.subject.items())))
+
+    @property
+    def log_fields(self) -> dict[str, str]:
+        return {"target": self.target, "endpoint": self.endpoint, **self.subject}
 
     def adopt(self, old: Job) -> None:
         """Carry run-time state over from the same job before a reload."""
@@ -156,6 +172,10 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # timer wheels: slot number -> jobs due in it, and the slot's loop handle
+        self._slots: dict[int, list[Job]] = {}
+        self._deadlines: dict[int, list[tuple[Job, asyncio.Task[None]]]] = {}
+        self._handles: dict[tuple[bool, int], asyncio.TimerHandle] = {}
         self.in_flight = 0
         self.delayed_total = 0
         self.unattempted = sum(not job.attempted for job in self.jobs)
@@ -170,16 +190,15 @@ class Scheduler:
         loop = self._loop = asyncio.get_running_loop()
         now = loop.time()
         for job in self.jobs:
-            job.due = now + job.initial_offset()
-            job.handle = loop.call_at(job.due, self._fire, job)
+            self._enqueue(job, now + job.initial_offset())
 
     async def stop(self, grace: float) -> None:
         """Stop scheduling; let in-flight polls finish within ``grace``, then cancel them."""
         self._stopping = True
-        for job in self.jobs:
-            if job.handle is not None:
-                job.handle.cancel()
-                job.handle = None
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+        self._slots.clear()
         self._waiting.clear()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
@@ -187,25 +206,64 @@ class Scheduler:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        self._deadlines.clear()
+
+    # ----------------------------------------------------------------- timer wheels
+
+    def _enqueue(self, job: Job, due: float) -> None:
+        assert self._loop is not None
+        job.due = due
+        slot = math.ceil(due / RESOLUTION)
+        bucket = self._slots.get(slot)
+        if bucket is None:
+            self._slots[slot] = [job]
+            self._handles[False, slot] = self._loop.call_at(
+                slot * RESOLUTION, self._fire_slot, slot
+            )
+        else:
+            bucket.append(job)
+
+    def _fire_slot(self, slot: int) -> None:
+        self._handles.pop((False, slot), None)
+        for job in self._slots.pop(slot, ()):
+            if self._stopping:
+                return
+            if self.in_flight >= self.max_concurrency:
+                self.delayed_total += 1
+                self._waiting.append(job)
+            else:
+                self._launch(job)
+
+    def _watch_deadline(self, job: Job, task: asyncio.Task[None], deadline: float) -> None:
+        assert self._loop is not None
+        slot = math.ceil(deadline / RESOLUTION)
+        bucket = self._deadlines.get(slot)
+        if bucket is None:
+            self._deadlines[slot] = [(job, task)]
+            self._handles[True, slot] = self._loop.call_at(
+                slot * RESOLUTION, self._fire_deadlines, slot
+            )
+        else:
+            bucket.append((job, task))
+
+    def _fire_deadlines(self, slot: int) -> None:
+        self._handles.pop((True, slot), None)
+        for job, task in self._deadlines.pop(slot, ()):
+            if job.task is task and not task.done():
+                job.timed_out = True
+                task.cancel()
 
     # ----------------------------------------------------------------- dispatch
-
-    def _fire(self, job: Job) -> None:
-        job.handle = None
-        if self._stopping:
-            return
-        if self.in_flight >= self.max_concurrency:
-            self.delayed_total += 1
-            self._waiting.append(job)
-            return
-        self._launch(job)
 
     def _launch(self, job: Job) -> None:
         assert self._loop is not None
         self.in_flight += 1
+        job.timed_out = False
         task = self._loop.create_task(self._run(job))
+        job.task = task
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        self._watch_deadline(job, task, self._loop.time() + job.timeout)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -222,9 +280,13 @@ class Scheduler:
         error: PollError | None = None
         reading: Reading | None = None
         try:
-            async with asyncio.timeout(job.timeout):
-                reading = await job.poll()
-        except TimeoutError:
+            reading = await job.poll()
+        except asyncio.CancelledError:
+            if not job.timed_out or self._stopping:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
             error = TimeoutFailure(f"no complete answer within {job.timeout:g}s")
         except PollError as exc:
             error = exc
@@ -232,6 +294,7 @@ class Scheduler:
             error = PollError(f"{type(exc).__name__}: {exc}")
             error.reason = REASON_INTERNAL
             log.exception("poll_internal_error", **job.log_fields)
+        job.task = None
         duration = loop.time() - started
         self.polls_total += 1
         if not job.attempted:
@@ -263,8 +326,7 @@ class Scheduler:
         due = job.due + delay
         if due < now:  # overran: skip the missed slots, keep the phase
             due += math.ceil((now - due) / job.interval) * job.interval
-        job.due = due
-        job.handle = self._loop.call_at(due, self._fire, job)
+        self._enqueue(job, due)
 
     # ----------------------------------------------------------------- recording
 
@@ -286,7 +348,7 @@ class Scheduler:
             store.set(family, key, text.encode())
         now = self._wall()
         job.last_success = now
-        store.set(POLL_SUCCESS, key, job.success_line)
+        store.set(POLL_SUCCESS, key, f"{POLL_SUCCESS}{{{job.poll_labels}}} 1\n".encode())
         store.set(
             POLL_DURATION, key, f"{POLL_DURATION}{{{job.poll_labels}}} {duration!r}\n".encode()
         )
@@ -317,7 +379,7 @@ class Scheduler:
         for family in job.families:
             store.delete(family, key)
         job.families = ()
-        store.set(POLL_SUCCESS, key, job.failure_line)
+        store.set(POLL_SUCCESS, key, f"{POLL_SUCCESS}{{{job.poll_labels}}} 0\n".encode())
         store.set(
             POLL_DURATION, key, f"{POLL_DURATION}{{{job.poll_labels}}} {duration!r}\n".encode()
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 
 from aiohttp import web
@@ -19,12 +21,14 @@ class Exporter(Protocol):
 
     def readiness(self) -> str: ...
 
-    def render_metrics(self, *, openmetrics: bool) -> bytes: ...
+    def metric_chunks(self, *, openmetrics: bool) -> Iterator[bytes]: ...
 
     async def reload(self) -> str | None:
         """Reload the configuration; return None on success, else the error text."""
         ...
 
+
+_THREAD_COMPRESS_MIN = 256 * 1024
 
 _LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>ccwatch</title></head>
@@ -48,14 +52,29 @@ def wants_openmetrics(accept: str) -> bool:
 def build_app(exporter: Exporter) -> web.Application:
     async def metrics(request: web.Request) -> web.StreamResponse:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        body = exporter.render_metrics(openmetrics=openmetrics)
-        response = web.Response(body=body)
+        response = web.StreamResponse()
         response.headers["Content-Type"] = (
             OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         )
+        compressor = None
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            # aiohttp compresses large bodies in a worker thread, off the event loop.
-            response.enable_compression(web.ContentCoding.gzip)
+            compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            response.headers["Content-Encoding"] = "gzip"
+        await response.prepare(request)
+        # One family at a time: memory stays bounded by the largest family, and the
+        # event loop runs polls between chunks.
+        for chunk in exporter.metric_chunks(openmetrics=openmetrics):
+            if compressor is not None:
+                if len(chunk) > _THREAD_COMPRESS_MIN:
+                    # zlib releases the GIL: compress big chunks off the event loop
+                    chunk = await asyncio.to_thread(compressor.compress, chunk)
+                else:
+                    chunk = compressor.compress(chunk)
+            if chunk:
+                await response.write(chunk)
+        if compressor is not None:
+            await response.write(compressor.flush())
+        await response.write_eof()
         return response
 
     async def healthy(_: web.Request) -> web.Response:

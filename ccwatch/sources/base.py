@@ -79,9 +79,28 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def state_set(label: str, states: Iterable[str], current: str | None) -> list[tuple[str, float]]:
-    """``(extra label text, value)`` for a state set: 1 on ``current``, 0 on the others."""
-    return [
-        (f',{label}="{escape_label_value(state)}"', 1.0 if state == current else 0.0)
-        for state in states
-    ]
+class StateSet:
+    """A state-set metric: one sample per state, 1 on the current state, 0 on the others.
+
+    The samples for each possible current state are built once, up front.
+    """
+
+    def __init__(self, family: str, label: str, states: Iterable[str]) -> None:
+        self.family = family
+        self.label = label
+        self.states = tuple(states)
+        self._samples = {current: tuple(self._build(current)) for current in (*self.states, None)}
+
+    def _build(self, current: str | None) -> Iterable[Sample]:
+        for state in self.states:
+            extra = f',{self.label}="{escape_label_value(state)}"'
+            yield (self.family, extra, 1.0 if state == current else 0.0)
+
+    def samples(self, current: str | None) -> tuple[Sample, ...]:
+        """The samples with ``current`` set; a state outside the set is added with value 1."""
+        cached = self._samples.get(current)
+        if cached is not None:
+            return cached
+        assert current is not None
+        extra = f',{self.label}="{escape_label_value(current)}"'
+        return (*self._samples[None], (self.family, extra, 1.0))

@@ -17,17 +17,18 @@ ccwatch never calls the survey API (the one POST).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Final, Literal
 
 from pydantic import Field, field_validator
+from yarl import URL
 
 from ccwatch.config import TargetConfig
 from ccwatch.errors import ParseFailure
 from ccwatch.http import TargetClient
-from ccwatch.sources.base import Family, JobSpec, Reading, Sample, Source, state_set
+from ccwatch.sources.base import Family, JobSpec, Reading, Sample, Source, StateSet
 from ccwatch.xml import (
     attribute,
     child_text,
@@ -39,16 +40,16 @@ from ccwatch.xml import (
 )
 
 NAME: Final = "ece"
-ENDPOINTS: Final = (
+Endpoint = Literal[
+    "agentAvailability", "capacity", "liveSessionStatus", "checkEligibility", "chatAllowed"
+]
+ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     "agentAvailability",
     "capacity",
     "liveSessionStatus",
     "checkEligibility",
     "chatAllowed",
 )
-Endpoint = Literal[
-    "agentAvailability", "capacity", "liveSessionStatus", "checkEligibility", "chatAllowed"
-]
 ELIGIBILITY_STATES: Final = ("accepting", "no_agent", "queue_full")  # responseType 0, 1, 2
 BLOCKED_REASONS: Final = (
     "queue_depth_reached",
@@ -99,6 +100,8 @@ CHAT_ALLOWED = "ccwatch_ece_chat_allowed"
 CHAT_BLOCKED = "ccwatch_ece_chat_blocked"
 
 _NOTHING: Mapping[str, str] = {}
+_ELIGIBILITY_SET = StateSet(ELIGIBILITY, "state", ELIGIBILITY_STATES)
+_BLOCKED_SET = StateSet(CHAT_BLOCKED, "reason", BLOCKED_REASONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +146,7 @@ class Eligibility:
     state: str  # one of ELIGIBILITY_STATES
 
     def samples(self) -> Iterable[Sample]:
-        return [
-            (ELIGIBILITY, extra, v)
-            for extra, v in state_set("state", ELIGIBILITY_STATES, self.state)
-        ]
+        return _ELIGIBILITY_SET.samples(self.state)
 
     def watched(self) -> Mapping[str, str]:
         return {"eligibility": self.state}
@@ -159,11 +159,8 @@ class ChatAllowed:
     raw_reason: str | None = None  # as the server wrote it
 
     def samples(self) -> Iterable[Sample]:
-        blocked = [
-            (CHAT_BLOCKED, extra, v)
-            for extra, v in state_set("reason", BLOCKED_REASONS, self.reason)
-        ]
-        return [(CHAT_ALLOWED, "", 1.0 if self.allowed else 0.0), *blocked]
+        allowed: Sample = (CHAT_ALLOWED, "", 1.0 if self.allowed else 0.0)
+        return (allowed, *_BLOCKED_SET.samples(self.reason))
 
     def watched(self) -> Mapping[str, str]:
         return {
@@ -222,7 +219,7 @@ def parse_chat_allowed(body: bytes) -> ChatAllowed:
     return ChatAllowed(False, reason, raw)
 
 
-PARSERS: Final = {
+PARSERS: Final[dict[str, Callable[[bytes], Reading]]] = {
     "agentAvailability": parse_agent_availability,
     "capacity": parse_capacity,
     "liveSessionStatus": parse_live_session_status,
@@ -233,9 +230,9 @@ PARSERS: Final = {
 # --------------------------------------------------------------------------- jobs
 
 
-async def _poll(client: TargetClient, url: str, endpoint: str) -> Reading:
+async def _poll(client: TargetClient, url: URL, endpoint: str) -> Reading:
     response = await client.request("GET", url, content_types=XML_TYPES)
-    return PARSERS[endpoint](response.body)  # type: ignore[no-any-return]
+    return PARSERS[endpoint](response.body)
 
 
 def jobs(target: EceTarget, client: TargetClient) -> list[JobSpec]:
@@ -243,7 +240,7 @@ def jobs(target: EceTarget, client: TargetClient) -> list[JobSpec]:
     for entry_point in target.entry_points:
         subject = {"entry_point": str(entry_point)}
         for endpoint in target.endpoints:
-            url = client.url(PATH.format(endpoint=endpoint, entry_point=entry_point))
+            url = URL(client.url(PATH.format(endpoint=endpoint, entry_point=entry_point)))
             out.append(JobSpec(endpoint, subject, partial(_poll, client, url, endpoint)))
     return out
 
