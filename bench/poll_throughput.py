@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import resource
@@ -103,6 +104,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_before = _rss_mb()
         daemon = Daemon(config)
         await daemon.start()
+        gc.collect()
+        gc.freeze()  # as Daemon.run does
         scheduler = daemon.scheduler
         jobs = len(scheduler.jobs)
         rss_started = _rss_mb()

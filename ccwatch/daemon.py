@@ -142,6 +142,14 @@ class Daemon:
             0,
             f"{CONFIG_LAST_RELOAD_TIME} {format_value(self._last_reload_time)}\n".encode(),
         )
+        for source in SOURCES.values():
+            if source.scrape_samples is not None:
+                lines: dict[str, str] = {}
+                for name, labels, value in source.scrape_samples():
+                    line = f"{name}{{{labels}}} {format_value(value)}\n"
+                    lines[name] = lines.get(name, "") + line
+                for name, text in lines.items():
+                    store.set(name, 0, text.encode())
         return store.chunks(openmetrics=openmetrics)
 
     def _delayed_total(self) -> int:
@@ -198,10 +206,6 @@ class Daemon:
             jobs=len(self.scheduler.jobs),
         )
         self.scheduler.start()
-        # The jobs and their labels live as long as the process: keep them out of the
-        # garbage collector's full passes, which would otherwise walk them all.
-        gc.collect()
-        gc.freeze()
         self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = split_listen_address(self.listen_address)
@@ -242,6 +246,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await self.start()
+        # The jobs and their labels live as long as the process: keep them out of the
+        # garbage collector's full passes, which would otherwise walk them all.
+        gc.collect()
+        gc.freeze()
         try:
             await self._stop.wait()
         finally:

@@ -4,8 +4,9 @@ Every poll job repeats at its interval. First polls are spread over the interval
 stable hash of the job, so restarts keep the phase) to avoid a thundering herd. Each poll
 runs under a total timeout; a job never has two polls in flight; after consecutive
 failures a job backs off exponentially (1x, 2x, then 4x its interval at most), and a
-server's ``Retry-After`` pushes the next poll further out. A global cap limits how many
-polls are in flight at once; polls over the cap wait in a FIFO and count as delayed.
+server's ``Retry-After`` holds back every job of that target until it has passed. A
+global cap limits how many polls are in flight at once; polls over the cap wait in a
+FIFO and count as delayed.
 
 Timers live on a wheel of 20 ms slots: one ``loop.call_at`` per slot rather than per
 job, which batches the work of each event-loop iteration and keeps the loop's timer heap
@@ -176,6 +177,8 @@ class Scheduler:
         self._slots: dict[int, list[Job]] = {}
         self._deadlines: dict[int, list[tuple[Job, asyncio.Task[None]]]] = {}
         self._handles: dict[tuple[bool, int], asyncio.TimerHandle] = {}
+        # target -> loop time before which it gets no request (a server's Retry-After)
+        self.holds: dict[str, float] = {}
         self.in_flight = 0
         self.delayed_total = 0
         self.unattempted = sum(not job.attempted for job in self.jobs)
@@ -224,10 +227,20 @@ class Scheduler:
             bucket.append(job)
 
     def _fire_slot(self, slot: int) -> None:
+        assert self._loop is not None
         self._handles.pop((False, slot), None)
+        holds = self.holds
+        now = self._loop.time() if holds else 0.0
         for job in self._slots.pop(slot, ()):
             if self._stopping:
                 return
+            if holds:
+                hold = holds.get(job.target)
+                if hold is not None:
+                    if hold > now:
+                        self._enqueue(job, hold)
+                        continue
+                    del holds[job.target]
             if self.in_flight >= self.max_concurrency:
                 self.delayed_total += 1
                 self._waiting.append(job)
@@ -321,7 +334,12 @@ class Scheduler:
         else:
             delay = job.interval * BACKOFF[min(job.failures, len(BACKOFF)) - 1]
             if error.retry_after is not None:
-                delay = max(delay, min(error.retry_after, MAX_RETRY_AFTER))
+                retry_after = min(error.retry_after, MAX_RETRY_AFTER)
+                delay = max(delay, retry_after)
+                # the server asked the whole target to wait, not just this job
+                self.holds[job.target] = max(
+                    self.holds.get(job.target, 0.0), self._loop.time() + retry_after
+                )
         now = self._loop.time()
         due = job.due + delay
         if due < now:  # overran: skip the missed slots, keep the phase

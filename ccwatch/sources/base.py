@@ -73,6 +73,9 @@ class Source:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: Makes the per-target client (e.g. to add OAuth2); ``None`` uses the shared one.
     client_factory: Callable[[Any, TargetClient], TargetClient] | None = None
+    #: Samples that outlive any one poll (e.g. a per-target counter of token failures),
+    #: read at scrape time: (family, complete label text, value).
+    scrape_samples: Callable[[], Iterable[tuple[str, str, float]]] | None = None
 
 
 def escape_label_value(value: str) -> str:
