@@ -115,10 +115,10 @@ class Running:
         return Scrape(text)
 
     async def wait_for(
-        self, condition: Callable[[Scrape], bool], timeout: float = 15.0, what: str = ""
+        self, condition: Callable[[Scrape], bool], within: float = 15.0, what: str = ""
     ) -> Scrape:
-        """Scrape until ``condition`` holds; fail with the last scrape after ``timeout``."""
-        deadline = time.monotonic() + timeout
+        """Scrape until ``condition`` holds; fail with the last scrape after ``within`` s."""
+        deadline = time.monotonic() + within
         while True:
             scrape = await self.scrape()
             if condition(scrape):

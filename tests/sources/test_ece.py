@@ -52,7 +52,8 @@ def test_chat_allowed_true_sample_with_odd_namespace_case(fixtures: Path) -> Non
     body = sample(fixtures, "chatAllowed_true")
     assert b"urn:iETF" in body
     reading = ece.parse_chat_allowed(body)
-    assert reading.allowed is True and reading.reason is None
+    assert reading.allowed is True
+    assert reading.reason is None
     samples = list(reading.samples())
     assert samples[0] == (ece.CHAT_ALLOWED, "", 1.0)
     assert all(v == 0.0 for name, _, v in samples if name == ece.CHAT_BLOCKED)
