@@ -315,7 +315,11 @@ def config_model(sources: Iterable[Source] | None = None) -> type[ConfigBase]:
         _MODEL_CACHE[key] = type(
             "Config",
             (ConfigBase,),
-            {"__annotations__": {"targets": list[member]}, "__module__": __name__},
+            {
+                "__annotations__": {"targets": list[member]},
+                "targets": Field(min_length=1),
+                "__module__": __name__,
+            },
         )
     return _MODEL_CACHE[key]
 

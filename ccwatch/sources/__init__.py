@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from ccwatch.sources import ece
+from ccwatch.sources import context_service, ece, genesys_services
 from ccwatch.sources.base import Source
 
-SOURCES: Final[dict[str, Source]] = {source.name: source for source in (ece.SOURCE,)}
+SOURCES: Final[dict[str, Source]] = {
+    source.name: source
+    for source in (ece.SOURCE, context_service.SOURCE, genesys_services.SOURCE)
+}
 
 
 def all_subject_labels() -> tuple[str, ...]:

@@ -1,0 +1,151 @@
+"""Configuration: one invalid file per rule, each with its expected message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccwatch.config import format_duration, load_config, parse_config, parse_duration
+from ccwatch.errors import ConfigError
+from ccwatch.sources.ece import ENDPOINTS, EceTarget
+
+TESTDATA = Path(__file__).parent / "testdata" / "config"
+INVALID = sorted((TESTDATA / "invalid").glob("*.yml"))
+
+
+def expected_message(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} must start with '# expect: ...'"
+    return first.removeprefix("# expect: ")
+
+
+def test_there_is_an_invalid_file_per_rule() -> None:
+    assert len(INVALID) >= 25
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_config_names_key_path_and_problem(path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert expected_message(path) in str(info.value)
+
+
+def test_contract_example_is_valid(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not parsed at load time\n")
+    text = (TESTDATA / "valid" / "ece_example.yml").read_text().replace("CA_FILE", str(ca))
+    path = tmp_path / "ccwatch.yml"
+    path.write_text(text)
+    cfg = load_config(path)
+    assert cfg.web.listen_address == "0.0.0.0:9865"
+    (target,) = cfg.targets
+    assert isinstance(target, EceTarget)
+    assert target.name == "ece-east"
+    assert target.entry_points == [1000, 1001]
+    assert list(target.endpoints) == list(ENDPOINTS)
+    assert cfg.interval_of(target) == 10.0
+    assert cfg.timeout_of(target) == 5.0
+    assert target.tls_config is not None
+    assert target.tls_config.ca_file == str(ca)
+    assert cfg.max_response_size_of(target) == 1024 * 1024
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text(
+        "bogus: 1\ndefaults: {interval: 1x}\n"
+        "targets:\n  - {name: a, source: ece, url: 'ftp://x', entry_points: [1]}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = info.value.errors
+    assert any(line.startswith("bogus: ") for line in lines)
+    assert any(line.startswith("defaults.interval: ") for line in lines)
+    assert any(line.startswith("targets[0].url: ") for line in lines)
+
+
+def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_DEFAULTS__INTERVAL", "1m")
+    monkeypatch.setenv("CCWATCH_WEB__LISTEN_ADDRESS", "127.0.0.1:19865")
+    cfg = parse_config(
+        {
+            "defaults": {"interval": "15s", "timeout": "3s"},
+            "targets": [{"name": "a", "source": "ece", "url": "http://x", "entry_points": [1]}],
+        }
+    )
+    assert cfg.defaults.interval == 60.0
+    assert cfg.defaults.timeout == 3.0  # the file's value where the environment is silent
+    assert cfg.web.listen_address == "127.0.0.1:19865"
+
+
+def test_bad_environment_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_DEFAULTS__TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match=r"defaults\.timeout: invalid duration 'soon'"):
+        parse_config(
+            {"targets": [{"name": "a", "source": "ece", "url": "http://x", "entry_points": [1]}]}
+        )
+
+
+def test_secret_read_from_file_is_never_shown(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cr3t-value\n")
+    cfg = parse_config(
+        {
+            "targets": [
+                {
+                    "name": "a",
+                    "source": "ece",
+                    "url": "http://x",
+                    "entry_points": [1],
+                    "basic_auth": {"username": "u", "password_file": str(secret)},
+                }
+            ]
+        }
+    )
+    auth = cfg.targets[0].basic_auth
+    assert auth is not None
+    assert auth.password is not None
+    assert auth.password.get_secret_value() == "s3cr3t-value"
+    assert "s3cr3t" not in repr(cfg)
+    assert "s3cr3t" not in str(cfg.model_dump())
+
+
+def test_timeout_defaults_to_at_most_the_interval() -> None:
+    cfg = parse_config(
+        {
+            "defaults": {"timeout": "5s"},
+            "targets": [
+                {
+                    "name": "a",
+                    "source": "ece",
+                    "url": "http://x",
+                    "entry_points": [1],
+                    "interval": "2s",
+                }
+            ],
+        }
+    )
+    assert cfg.timeout_of(cfg.targets[0]) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("15s", 15.0),
+        ("1m", 60.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("1d", 86400.0),
+        ("2w", 1209600.0),
+    ],
+)
+def test_durations_as_in_prometheus(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "15", "1.5s", "s", "1m1h", "-1s", "15 s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
