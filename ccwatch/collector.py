@@ -12,33 +12,20 @@ in OpenMetrics) and the closing ``# EOF``.
 
 from __future__ import annotations
 
-import math
 import platform
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client import generate_latest as _generate_text
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_om
 
 from ccwatch import __version__
-from ccwatch.sources.base import Family, escape_label_value
+from ccwatch.exposition import Family
+from ccwatch.exposition import format_value as format_value  # re-exported
+from ccwatch.exposition import label_text as label_text  # re-exported
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-
-
-def format_value(value: float) -> str:
-    if value != value:
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def label_text(pairs: Iterable[tuple[str, str]]) -> str:
-    return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
 
 
 class _FamilyData:
@@ -114,6 +101,7 @@ POLL_SUCCESS = "ccwatch_poll_success"
 POLL_DURATION = "ccwatch_poll_duration_seconds"
 POLL_LAST_SUCCESS = "ccwatch_poll_last_success_timestamp_seconds"
 POLL_ERRORS = "ccwatch_poll_errors_total"
+POLL_INTERVAL = "ccwatch_poll_interval_seconds"
 BUILD_INFO = "ccwatch_build_info"
 JOBS = "ccwatch_jobs"
 POLLS_IN_FLIGHT = "ccwatch_polls_in_flight"
@@ -145,6 +133,12 @@ def core_families(subject_labels: tuple[str, ...]) -> list[Family]:
             "counter",
             "Failed polls of this job since ccwatch started, by reason.",
             (*poll, "reason"),
+        ),
+        Family(
+            POLL_INTERVAL,
+            "gauge",
+            "The configured interval between two polls of this job, in seconds.",
+            poll,
         ),
         Family(
             BUILD_INFO,

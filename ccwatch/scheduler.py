@@ -29,6 +29,7 @@ import structlog
 from ccwatch.collector import (
     POLL_DURATION,
     POLL_ERRORS,
+    POLL_INTERVAL,
     POLL_LAST_SUCCESS,
     POLL_SUCCESS,
     MetricStore,
@@ -193,6 +194,11 @@ class Scheduler:
         loop = self._loop = asyncio.get_running_loop()
         now = loop.time()
         for job in self.jobs:
+            self.store.set(
+                POLL_INTERVAL,
+                job.id,
+                f"{POLL_INTERVAL}{{{job.poll_labels}}} {format_value(job.interval)}\n".encode(),
+            )
             self._enqueue(job, now + job.initial_offset())
 
     async def stop(self, grace: float) -> None:
@@ -304,9 +310,7 @@ class Scheduler:
         except PollError as exc:
             error = exc
         except Exception as exc:  # a ccwatch bug: record it, keep running
-            error = PollError(f"{type(exc).__name__}: {exc}")
-            error.reason = REASON_INTERNAL
-            log.exception("poll_internal_error", **job.log_fields)
+            error = self._internal(job, exc)
         job.task = None
         duration = loop.time() - started
         self.polls_total += 1
@@ -318,12 +322,19 @@ class Scheduler:
             try:
                 self._record_success(job, reading, duration)
             except Exception as exc:  # a reading that cannot be rendered is a bug too
-                error = PollError(f"{type(exc).__name__}: {exc}")
-                error.reason = REASON_INTERNAL
-                log.exception("poll_internal_error", **job.log_fields)
+                error = self._internal(job, exc)
         if error is not None:
             self._record_failure(job, error, duration)
         self._schedule_next(job, error)
+
+    @staticmethod
+    def _internal(job: Job, exc: Exception) -> PollError:
+        """A ccwatch bug in a poll: a failure with reason ``internal``, traceback logged once."""
+        error = PollError(f"{type(exc).__name__}: {exc}")
+        error.reason = REASON_INTERNAL
+        if job.last_reason != REASON_INTERNAL:
+            log.exception("poll_internal_error", **job.log_fields)
+        return error
 
     def _schedule_next(self, job: Job, error: PollError | None) -> None:
         if self._stopping:
@@ -405,6 +416,7 @@ class Scheduler:
         job.errors[reason] = job.errors.get(reason, 0) + 1
         store.set(
             POLL_ERRORS,
+    POLL_INTERVAL,
             key,
             "".join(
                 f'{POLL_ERRORS}{{{job.poll_labels},reason="{r}"}} {n}\n'

@@ -7,12 +7,24 @@ from __future__ import annotations
 
 from typing import Final
 
-from ccwatch.sources import context_service, ece, genesys_services
+from ccwatch.sources import (
+    alvaria_context_cookies,
+    context_service,
+    ece,
+    genesys_services,
+    gms_probe,
+)
 from ccwatch.sources.base import Source
 
 SOURCES: Final[dict[str, Source]] = {
     source.name: source
-    for source in (ece.SOURCE, context_service.SOURCE, genesys_services.SOURCE)
+    for source in (
+        ece.SOURCE,
+        context_service.SOURCE,
+        genesys_services.SOURCE,
+        gms_probe.SOURCE,
+        alvaria_context_cookies.SOURCE,
+    )
 }
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from ccwatch.config import TargetConfig
+from ccwatch.exposition import Family as Family  # re-exported for source modules
+from ccwatch.exposition import escape_label_value as escape_label_value  # re-exported
 from ccwatch.http import TargetClient
 
 #: One sample of a reading: (family name, extra label text, value). The extra label text
@@ -38,16 +40,6 @@ class Reading(Protocol):
     def watched(self) -> Mapping[str, str]:
         """Watched state: a change between two polls is logged (``state_changed``)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class Family:
-    """One metric family: its name, type, HELP text and label names (for docs and checks)."""
-
-    name: str
-    type: Literal["gauge", "counter"]
-    help: str
-    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +68,6 @@ class Source:
     #: Samples that outlive any one poll (e.g. a per-target counter of token failures),
     #: read at scrape time: (family, complete label text, value).
     scrape_samples: Callable[[], Iterable[tuple[str, str, float]]] | None = None
-
-
-def escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 class StateSet:

@@ -1,0 +1,243 @@
+"""Context Service registration: the parser on the spec's sample, verbatim, and bad answers."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ccwatch.config import ConfigError, parse_config
+from ccwatch.errors import ParseFailure
+from ccwatch.http import HttpClient, Response, TargetClient
+from ccwatch.sources import SOURCES, context_service
+from ccwatch.sources.context_service import INFO, REGISTRATION, Registration, parse_registration
+
+
+def sample(fixtures: Path, name: str = "get_registered") -> bytes:
+    return (fixtures / "context_service" / f"{name}.xml").read_bytes()
+
+
+def body(state: str, management_url: str | None = None) -> bytes:
+    url = f"<managementUrl>{management_url}</managementUrl>" if management_url else ""
+    return (
+        f"<contextServiceRegistration><state>{state}</state>{url}"
+        "<refURL>/unifiedconfig/config/contextservice</refURL></contextServiceRegistration>"
+    ).encode()
+
+
+def test_the_spec_sample_verbatim(fixtures: Path) -> None:
+    raw = sample(fixtures)
+    assert raw.startswith(b" <contextServiceRegistration>")  # as documented, leading space
+    assert b"<!-- Included if state is notRegistered \n" in raw  # a comment over two lines
+    reading = parse_registration(raw)
+    assert reading == Registration("registered", "(url)")
+    assert reading.registered
+    assert list(reading.samples()) == [
+        (REGISTRATION, ',state="registered"', 1.0),
+        (REGISTRATION, ',state="notRegistered"', 0.0),
+        (INFO, ',management_url="(url)"', 1.0),
+    ]
+    assert reading.watched() == {"state": "registered", "management_url": "(url)"}
+
+
+def test_not_registered_has_no_info() -> None:
+    reading = parse_registration(body("notRegistered"))
+    assert reading == Registration("notRegistered", None)
+    assert list(reading.samples()) == [
+        (REGISTRATION, ',state="registered"', 0.0),
+        (REGISTRATION, ',state="notRegistered"', 1.0),
+    ]
+    assert reading.watched() == {"state": "notRegistered", "management_url": ""}
+
+
+def test_a_management_url_is_ignored_unless_registered() -> None:
+    reading = parse_registration(body("notRegistered", "https://cs.example.com/x"))
+    assert reading.management_url is None
+    assert not [s for s in reading.samples() if s[0] == INFO]
+
+
+def test_another_state_is_exported_with_value_1() -> None:
+    reading = parse_registration(body("registrationPending"))
+    assert list(reading.samples()) == [
+        (REGISTRATION, ',state="registered"', 0.0),
+        (REGISTRATION, ',state="notRegistered"', 0.0),
+        (REGISTRATION, ',state="registrationPending"', 1.0),
+    ]
+
+
+def test_registered_without_management_url_still_has_info() -> None:
+    reading = parse_registration(body("registered"))
+    assert (INFO, ',management_url=""', 1.0) in list(reading.samples())
+
+
+def test_label_values_are_escaped() -> None:
+    reading = parse_registration(body("registered", 'https://x.example.com/?a="b"&amp;c=\\'))
+    info = [s for s in reading.samples() if s[0] == INFO]
+    assert info == [(INFO, ',management_url="https://x.example.com/?a=\\"b\\"&c=\\\\"', 1.0)]
+
+
+def test_elements_are_read_by_local_name_and_whitespace_is_stripped() -> None:
+    raw = (
+        b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        b'<ns1:contextServiceRegistration xmlns:ns1="urn:cisco:unifiedconfig">\n'
+        b"  <ns1:state>\n    registered\n  </ns1:state>\n"
+        b"  <ns1:managementUrl> https://cs.example.com/org/1 </ns1:managementUrl>\n"
+        b"</ns1:contextServiceRegistration>"
+    )
+    assert parse_registration(raw) == Registration("registered", "https://cs.example.com/org/1")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"<contextServiceRegistration><state>registered</state>", "malformed XML"),
+        (b"", "malformed XML"),
+        (b"<html><body><h1>Service Unavailable</h1></body></html>", "expected root element"),
+        (b"<contextServiceRegistration/>", "no <state>"),
+        (b"<contextServiceRegistration><state> </state></contextServiceRegistration>", "empty"),
+        (
+            b"<contextServiceRegistration><state>registered</state><state>notRegistered</state>"
+            b"</contextServiceRegistration>",
+            "2 <state> elements",
+        ),
+        (
+            b"<contextServiceRegistration><state>" + b"x" * 65 + b"</state>"
+            b"</contextServiceRegistration>",
+            "not a registration state",
+        ),
+        (
+            b"<contextServiceRegistration><state>Service is down</state>"
+            b"</contextServiceRegistration>",
+            "not a registration state",
+        ),
+        (
+            b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b"<contextServiceRegistration><state>&x;</state></contextServiceRegistration>",
+            "DOCTYPE",
+        ),
+        (b'{"state": "registered"}', "malformed XML"),
+    ],
+)
+def test_unreadable_answers_are_parse_failures(raw: bytes, message: str) -> None:
+    with pytest.raises(ParseFailure, match=message) as info:
+        parse_registration(raw)
+    assert info.value.reason == "parse"
+
+
+def test_the_update_request_sample_is_no_get_answer(fixtures: Path) -> None:
+    with pytest.raises(ParseFailure, match="no <state>"):
+        parse_registration(sample(fixtures, "update_request"))
+
+
+# --------------------------------------------------------------------------- config
+
+
+def target(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "cs",
+        "source": "context_service",
+        "url": "https://socialminer.example.com/",
+        "basic_auth": {"username": "admin", "password": "pw"},
+        **extra,
+    }
+
+
+def test_config_with_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "cs-password"
+    secret.write_text("s3cret\n")
+    cfg = parse_config(
+        {"targets": [target(basic_auth={"username": "admin", "password_file": str(secret)})]}
+    )
+    cs = cfg.targets[0]
+    assert isinstance(cs, context_service.ContextServiceTarget)
+    assert cs.url == "https://socialminer.example.com"
+    assert cs.basic_auth is not None
+    assert cs.basic_auth.password is not None
+    assert cs.basic_auth.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(cs)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"basic_auth": None}, "basic_auth is required"),
+        ({"basic_auth": {"username": "admin"}}, "password or password_file is required"),
+        ({"entry_points": [1]}, "targets[0].entry_points: unknown key"),
+    ],
+)
+def test_config_errors(extra: dict[str, Any], message: str) -> None:
+    data = target(**extra)
+    if data["basic_auth"] is None:
+        del data["basic_auth"]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"targets": [data]})
+    assert message in str(info.value)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class FakeClient(TargetClient):
+    """Answers every request with ``body`` and records what was asked."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(
+            HttpClient(),
+            base_url="https://socialminer.example.com",
+            ssl_context=True,
+            server_name=None,
+            proxy=None,
+            headers={},
+            max_response_size=1024,
+        )
+        self.body = body
+        self.requests: list[tuple[str, str, Collection[str] | None]] = []
+
+    async def request(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        params: Mapping[str, str] | None = None,
+        ok: Collection[int] = (200,),
+        content_types: Collection[str] | None = None,
+    ) -> Response:
+        self.requests.append((method, str(url), content_types))
+        headers_in = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/xml"}))
+        return Response(200, headers_in, self.body)
+
+
+async def test_one_get_job_without_subject() -> None:
+    source = SOURCES["context_service"]
+    assert source.subject_labels == ()
+    cfg = parse_config({"targets": [target()]})
+    client = FakeClient(body("registered", "https://cs.example.com/o"))
+    specs = source.jobs(cfg.targets[0], client)
+    assert [(s.endpoint, dict(s.subject)) for s in specs] == [("contextserviceregistration", {})]
+    reading = await specs[0].poll()
+    assert reading == Registration("registered", "https://cs.example.com/o")
+    assert client.requests == [
+        (
+            "GET",
+            "https://socialminer.example.com/unifiedconfig/config/contextserviceregistration",
+            ("xml",),
+        )
+    ]
+    assert source.headers["Accept"] == "application/xml"
+
+
+def test_families_say_where_values_come_from() -> None:
+    source = SOURCES["context_service"]
+    names = {f.name: f for f in source.families}
+    assert set(names) == {REGISTRATION, INFO}
+    assert names[REGISTRATION].labels == ("target", "state")
+    assert names[INFO].labels == ("target", "management_url")
+    for family in source.families:
+        assert family.type == "gauge"
+        assert "ccwatch's last successful contextserviceregistration poll" in family.help

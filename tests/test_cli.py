@@ -1,0 +1,235 @@
+"""The command line, run as a real process: flags, exit codes, JSON logs, signals, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ccwatch import __version__
+
+CCWATCH = [sys.executable, "-m", "ccwatch"]
+TESTDATA = Path(__file__).parent / "testdata" / "config"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[str], within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"process exited early: {proc.returncode}"
+        try:
+            get(url)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    """Every line must be one JSON object."""
+    out = []
+    for line in text.splitlines():
+        parsed = json.loads(line)
+        assert isinstance(parsed, dict), line
+        out.append(parsed)
+    return out
+
+
+def test_version() -> None:
+    result = subprocess.run([*CCWATCH, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"ccwatch {__version__}"
+
+
+def test_check_config_valid(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yml"
+    path.write_text(
+        "targets:\n  - {name: a, source: ece, url: 'http://127.0.0.1:1/system',"
+        " entry_points: [1, 2]}\n"
+    )
+    result = subprocess.run([*CCWATCH, "check-config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "OK (1 targets, 10 poll jobs)" in result.stdout
+
+
+def test_check_config_invalid_exits_1_with_readable_errors() -> None:
+    path = TESTDATA / "invalid" / "duration_bad_unit.yml"
+    result = subprocess.run([*CCWATCH, "check-config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "defaults.interval: invalid duration '10x'" in result.stderr
+
+
+def test_run_with_bad_config_exits_non_zero_with_a_json_error() -> None:
+    path = TESTDATA / "invalid" / "unknown_top_level_key.yml"
+    result = subprocess.run(
+        [*CCWATCH, "run", "--config.file", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    (event,) = json_lines(result.stderr)
+    assert event["event"] == "config_invalid"
+    assert event["level"] == "error"
+    assert "bogus: unknown key" in str(event["errors"])
+
+
+def test_run_with_missing_config_file() -> None:
+    result = subprocess.run(
+        [*CCWATCH, "run", "--config.file", "/nonexistent/ccwatch.yml"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr
+
+
+@pytest.fixture
+def simulator_process() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CCWATCH, "simulate", "--listen", f"127.0.0.1:{port}", "--tick", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/-/sim/state", proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def test_run_serves_logs_json_reloads_and_stops_gracefully(
+    simulator_process: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "ccwatch.yml"
+    config.write_text(
+        "defaults: {interval: 500ms, timeout: 400ms}\n"
+        f"targets:\n  - {{name: a, source: ece, url: '{simulator_process}/system',"
+        " entry_points: [1000]}\n"
+    )
+    proc = subprocess.Popen(
+        [
+            *CCWATCH,
+            "run",
+            "--config.file",
+            str(config),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{base}/-/healthy", proc)
+        deadline = time.monotonic() + 20
+        while get(f"{base}/-/ready")[0] != 200:
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.1)
+        status, text = get(f"{base}/metrics")
+        assert status == 200
+        assert 'ccwatch_ece_chat_allowed{target="a",entry_point="1000"}' in text
+        # SIGHUP reloads the file
+        config.write_text(config.read_text().replace("[1000]", "[1000, 1001]"))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while 'entry_point="1001"' not in get(f"{base}/metrics")[1]:
+            assert time.monotonic() < deadline, "reload did not add 1001"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    assert stdout == ""
+    events = json_lines(stderr)
+    names = [e["event"] for e in events]
+    assert names[0] == "starting"
+    assert "listening" in names
+    assert "config_reloaded" in names
+    assert names[-1] == "stopped"
+    assert all("timestamp" in e and "level" in e for e in events)
+
+
+def test_library_warnings_and_stdlib_logs_are_json_too() -> None:
+    code = (
+        "import logging, warnings\n"
+        "from ccwatch import logs\n"
+        "logs.configure('info', 'json')\n"
+        "warnings.warn('something deprecated', DeprecationWarning)\n"
+        "logging.getLogger('aiohttp.client').warning('from a library %s', 'x')\n"
+        "import structlog\n"
+        "structlog.get_logger('t').info('ours', password='hunter2', target='a')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    events = json_lines(result.stderr)
+    assert len(events) == 3
+    assert "something deprecated" in str(events[0]["event"])
+    assert events[1]["event"] == "from a library x"
+    assert events[1]["logger"] == "aiohttp.client"
+    assert events[2]["event"] == "ours"
+    assert events[2]["password"] == "[redacted]"
+    assert "hunter2" not in result.stderr
+
+
+def test_demo_shows_values_that_change() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CCWATCH, "demo", "--web.listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_until_up(url, proc)
+        first: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        changed = False
+        while time.monotonic() < deadline and not changed:
+            lines = [ln for ln in get(url)[1].splitlines() if ln.startswith("ccwatch_ece_")]
+            current = dict(ln.rsplit(" ", 1) for ln in lines)
+            for key, value in current.items():
+                first.setdefault(key, value)
+                if first[key] != value:
+                    changed = True
+            time.sleep(1)
+        assert first, "the demo exported no ECE metrics"
+        assert changed, "no ECE value changed within a minute"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert f"http://127.0.0.1:{port}/metrics" in stderr

@@ -1,0 +1,255 @@
+"""The scheduler: intervals, spread, backoff, no overlap, the concurrency cap, shutdown.
+
+These drive the scheduler with poll coroutines written here (no HTTP); the HTTP path is
+covered over real sockets in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+import pytest
+
+from ccwatch.collector import MetricStore, core_families
+from ccwatch.errors import ParseFailure, PollError, StatusFailure
+from ccwatch.scheduler import BACKOFF, Job, Scheduler
+from ccwatch.sources.base import Family, Reading, Sample
+
+
+class Value:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def samples(self) -> Iterable[Sample]:
+        return (("test_value", "", self.value),)
+
+    def watched(self) -> Mapping[str, str]:
+        return {}
+
+
+def make_store() -> MetricStore:
+    store = MetricStore()
+    for family in core_families(("entry_point",)):
+        store.register(family)
+    store.register(Family("test_value", "gauge", "test", ("target", "entry_point")))
+    return store
+
+
+def make_job(
+    poll: Callable[[], Awaitable[Reading]],
+    *,
+    id: int = 1,
+    interval: float = 0.1,
+    timeout: float = 0.08,
+    subject: str = "1",
+) -> Job:
+    return Job(
+        id=id,
+        source="test",
+        target="t",
+        endpoint="e",
+        subject={"entry_point": subject},
+        source_subject_labels=("entry_point",),
+        all_subject_labels=("entry_point",),
+        interval=interval,
+        timeout=timeout,
+        poll=poll,
+    )
+
+
+async def run_until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - a condition, not an event
+            await asyncio.sleep(0.01)
+
+
+async def test_polls_repeat_and_never_overlap() -> None:
+    in_flight = 0
+    most = 0
+    calls = 0
+
+    async def poll() -> Reading:
+        nonlocal in_flight, most, calls
+        in_flight += 1
+        most = max(most, in_flight)
+        calls += 1
+        await asyncio.sleep(0.15)  # longer than the interval
+        in_flight -= 1
+        return Value(calls)
+
+    job = make_job(poll, interval=0.05, timeout=1.0)
+    scheduler = Scheduler([job], make_store(), max_concurrency=10)
+    scheduler.start()
+    await run_until(lambda: calls >= 4)
+    await scheduler.stop(grace=1.0)
+    assert most == 1
+    assert scheduler.ready
+
+
+async def test_failures_back_off_to_four_intervals_then_recover() -> None:
+    fail = True
+    dues: list[float] = []
+
+    async def poll() -> Reading:
+        dues.append(job.due)
+        if fail:
+            raise ParseFailure("bad")
+        return Value(1)
+
+    job = make_job(poll, interval=0.05)
+    store = make_store()
+    scheduler = Scheduler([job], store, max_concurrency=10)
+    scheduler.start()
+    await run_until(lambda: len(dues) >= 5)
+    gaps = [round((b - a) / job.interval, 1) for a, b in itertools.pairwise(dues)]
+    # after the 1st, 2nd, 3rd and 4th consecutive failure
+    assert gaps[:4] == [BACKOFF[0], BACKOFF[1], BACKOFF[2], BACKOFF[2]]
+    fail = False
+    await run_until(lambda: job.failures == 0)
+    count = len(dues)
+    await run_until(lambda: len(dues) >= count + 2)
+    await scheduler.stop(grace=1.0)
+    assert round((dues[-1] - dues[-2]) / job.interval, 1) == 1.0
+    text = store.render().decode()
+    assert (
+        'ccwatch_poll_errors_total{target="t",endpoint="e",entry_point="1",reason="parse"}' in text
+    )
+    assert 'test_value{target="t",entry_point="1"}' in text
+
+
+async def test_timeout_is_a_failure_and_the_series_disappear() -> None:
+    slow = False
+
+    async def poll() -> Reading:
+        if slow:
+            await asyncio.sleep(10)
+        return Value(7)
+
+    job = make_job(poll, interval=0.05, timeout=0.05)
+    store = make_store()
+    scheduler = Scheduler([job], store, max_concurrency=10)
+    scheduler.start()
+    await run_until(lambda: b"test_value" in store.render())
+    slow = True
+    await run_until(lambda: job.errors.get("timeout", 0) >= 1)
+    text = store.render().decode()
+    await scheduler.stop(grace=0.1)
+    assert "test_value{" not in text
+    assert 'ccwatch_poll_success{target="t",endpoint="e",entry_point="1"} 0' in text
+
+
+async def test_unexpected_exception_is_an_internal_failure_not_a_crash() -> None:
+    async def poll() -> Reading:
+        raise KeyError("bug")
+
+    job = make_job(poll)
+    scheduler = Scheduler([job], make_store(), max_concurrency=10)
+    scheduler.start()
+    await run_until(lambda: job.errors.get("internal", 0) >= 2)
+    await scheduler.stop(grace=0.1)
+
+
+async def test_concurrency_cap_delays_but_runs_every_job() -> None:
+    in_flight = 0
+    most = 0
+    done: set[int] = set()
+
+    def poll_for(n: int) -> Callable[[], Awaitable[Reading]]:
+        async def poll() -> Reading:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.02)
+            in_flight -= 1
+            done.add(n)
+            return Value(n)
+
+        return poll
+
+    jobs = [make_job(poll_for(i), id=i, subject=str(i), interval=0.05) for i in range(1, 41)]
+    scheduler = Scheduler(jobs, make_store(), max_concurrency=3)
+    scheduler.start()
+    await run_until(lambda: len(done) == 40)
+    await scheduler.stop(grace=1.0)
+    assert most <= 3
+    assert scheduler.delayed_total > 0
+
+
+async def test_retry_after_holds_back_the_whole_target() -> None:
+    polls: list[str] = []
+
+    def poll_for(name: str) -> Callable[[], Awaitable[Reading]]:
+        async def poll() -> Reading:
+            polls.append(name)
+            if name == "a" and polls.count("a") == 1:
+                raise StatusFailure(429, retry_after=60)
+            return Value(1)
+
+        return poll
+
+    jobs = [make_job(poll_for("a"), id=1, subject="a"), make_job(poll_for("b"), id=2, subject="b")]
+    scheduler = Scheduler(jobs, make_store(), max_concurrency=10)
+    scheduler.start()
+    await run_until(lambda: "a" in polls)
+    await asyncio.sleep(0.5)  # five intervals
+    await scheduler.stop(grace=0.1)
+    assert polls.count("a") == 1
+    # b may have polled before a's 429, but nothing polled after it
+    assert polls[polls.index("a") + 1 :] == []
+    assert "t" in scheduler.holds
+
+
+async def test_stop_lets_in_flight_polls_finish_within_grace_then_cancels() -> None:
+    finished = 0
+    cancelled = 0
+
+    async def quick() -> Reading:
+        nonlocal finished
+        await asyncio.sleep(0.05)
+        finished += 1
+        return Value(1)
+
+    async def stuck() -> Reading:
+        nonlocal cancelled
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+        return Value(1)
+
+    jobs = [
+        make_job(quick, id=1, subject="q", interval=0.01, timeout=5.0),
+        make_job(stuck, id=2, subject="s", interval=0.01, timeout=50.0),
+    ]
+    scheduler = Scheduler(jobs, make_store(), max_concurrency=10)
+    scheduler.start()
+    await run_until(lambda: scheduler.in_flight == 2)
+    await scheduler.stop(grace=0.3)
+    assert finished >= 1
+    assert cancelled == 1
+    assert scheduler.in_flight == 0
+
+
+def test_first_polls_are_spread_and_stable() -> None:
+    async def poll() -> Reading:
+        return Value(1)
+
+    jobs = [make_job(poll, id=i, subject=str(i), interval=10.0) for i in range(1000)]
+    offsets = [job.initial_offset() for job in jobs]
+    assert all(0 <= o < 10.0 for o in offsets)
+    # spread: every tenth of the interval gets some jobs
+    assert {int(o) for o in offsets} == set(range(10))
+    # stable across restarts
+    assert offsets == [
+        make_job(poll, id=i, subject=str(i), interval=10.0).initial_offset() for i in range(1000)
+    ]
+
+
+@pytest.mark.parametrize("reason", ["auth", "rate_limited", "http_status"])
+def test_status_failures_map_to_reasons(reason: str) -> None:
+    status = {"auth": 401, "rate_limited": 429, "http_status": 503}[reason]
+    error: PollError = StatusFailure(status)
+    assert error.reason == reason
