@@ -26,6 +26,28 @@ targets:
     source: ece
     url: {sim_url}/system
     entry_points: [1000, 1001, 1002, 1003]
+  # opt-in: a GMS probe creates a real service each time (here, in the simulator)
+  - name: gms-probe-demo
+    source: gms_probe
+    url: {sim_url}
+    gms_service: request-interaction
+    form:
+      _phone_number: "6504669999"
+    status_request: status
+    expected_statuses: [waiting-for-agent]
+    interval: 15s
+  - name: alvaria-demo
+    source: alvaria_context_cookies
+    url: {sim_url}
+    org_id: orgId
+    oauth2:
+      token_url: {sim_url}/tokenservice/oauth2/access_token
+      client_id: ccwatch-demo
+      client_secret: demo-client-secret
+      scopes: [customerexperienceapi.contextcookies]
+    api_key: demo-api-key
+    stale_after: 30d
+    interval: 5s
 """
 
 

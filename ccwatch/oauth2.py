@@ -313,9 +313,7 @@ class TokenRegistry:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._sources: weakref.WeakValueDictionary[str, TokenSource] = (
-            weakref.WeakValueDictionary()
-        )
+        self._sources: weakref.WeakValueDictionary[str, TokenSource] = weakref.WeakValueDictionary()
 
     def source(self, target: str, config: OAuth2) -> TokenSource:
         tokens = self._sources.get(target)

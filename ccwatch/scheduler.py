@@ -323,9 +323,12 @@ class Scheduler:
                 self._record_success(job, reading, duration)
             except Exception as exc:  # a reading that cannot be rendered is a bug too
                 error = self._internal(job, exc)
-        if error is not None:
-            self._record_failure(job, error, duration)
-        self._schedule_next(job, error)
+        try:
+            if error is not None:
+                self._record_failure(job, error, duration)
+        finally:
+            # whatever happened, the job polls again
+            self._schedule_next(job, error)
 
     @staticmethod
     def _internal(job: Job, exc: Exception) -> PollError:
@@ -416,7 +419,6 @@ class Scheduler:
         job.errors[reason] = job.errors.get(reason, 0) + 1
         store.set(
             POLL_ERRORS,
-    POLL_INTERVAL,
             key,
             "".join(
                 f'{POLL_ERRORS}{{{job.poll_labels},reason="{r}"}} {n}\n'

@@ -21,13 +21,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from . import context_service, ece, faults, genesys
+from . import alvaria, context_service, ece, faults, genesys, gms
 from .common import CONTROL_PREFIX, Vendor, log
 
 __all__ = ["VENDORS", "VENDORS_KEY", "Vendor", "build_app", "run_simulator", "serve"]
 
 #: The vendor modules every simulator app serves.
-VENDORS: list[Vendor] = [ece, context_service, genesys]
+VENDORS: list[Vendor] = [ece, context_service, genesys, gms, alvaria]
 
 VENDORS_KEY: Final = web.AppKey("ccwatch_sim_vendors", tuple[Vendor, ...])
 

@@ -131,7 +131,7 @@ async def _log(model: GmsModel, request: web.Request) -> None:
             "method": request.method,
             "path": request.path,
             "content_type": request.content_type,
-            "form": {k: v if isinstance(v, str) else f"<file {v.filename}>" for k, v in form.items()},
+            "form": {k: v if isinstance(v, str) else "<file>" for k, v in form.items()},
         }
     )
 

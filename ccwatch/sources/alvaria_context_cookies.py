@@ -65,9 +65,7 @@ class AlvariaContextCookiesTarget(TargetConfig):
     #: A setting not modified for longer than this counts as stale.
     stale_after: Duration = DEFAULT_STALE_AFTER
     #: Which collections to poll; all four by default.
-    collections: list[Collection] = Field(
-        default_factory=lambda: list(COLLECTIONS), min_length=1
-    )
+    collections: list[Collection] = Field(default_factory=lambda: list(COLLECTIONS), min_length=1)
 
     #: A cloud API with rate limits, whose numbers move slowly.
     default_interval: ClassVar[float | None] = 60.0
@@ -98,10 +96,10 @@ class AlvariaContextCookiesTarget(TargetConfig):
 ITEMS = "ccwatch_alvaria_context_cookies_items"
 EXPIRED = "ccwatch_alvaria_context_cookies_expired_settings"
 STALE = "ccwatch_alvaria_context_cookies_stale_settings"
-TOKEN_FAILURES = "ccwatch_alvaria_token_failures_total"
+TOKEN_FAILURES = "ccwatch_alvaria_token_failures_total"  # noqa: S105 - a metric name
 
 _NOTHING: Mapping[str, str] = {}
-_COLLECTION_LABEL: Final = {c: f',collection="{c}"' for c in COLLECTIONS}
+_COLLECTION_LABEL: Final[Mapping[str, str]] = {c: f',collection="{c}"' for c in COLLECTIONS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +191,9 @@ def parse_time(value: object, name: str) -> float:
     try:
         when = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise ParseFailure(f"settings: {name} is not an ISO 8601 date-time: {value[:40]!r}") from None
+        raise ParseFailure(
+            f"settings: {name} is not an ISO 8601 date-time: {value[:40]!r}"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
@@ -239,9 +239,7 @@ def _api_key(target: AlvariaContextCookiesTarget) -> dict[str, str]:
 async def _poll(
     client: TargetClient, target: AlvariaContextCookiesTarget, url: URL, collection: str
 ) -> Reading:
-    response = await client.request(
-        "GET", url, headers=_api_key(target), content_types=JSON_TYPES
-    )
+    response = await client.request("GET", url, headers=_api_key(target), content_types=JSON_TYPES)
     if collection == "settings":
         return parse_settings(response.body, now=time.time(), stale_after=target.stale_after)
     return parse_collection(response.body, collection)

@@ -119,9 +119,7 @@ class ProbeState:
 
 
 #: (target, gms_service) -> its probe state, while a job uses it (reloads keep it).
-_STATES: weakref.WeakValueDictionary[tuple[str, str], ProbeState] = (
-    weakref.WeakValueDictionary()
-)
+_STATES: weakref.WeakValueDictionary[tuple[str, str], ProbeState] = weakref.WeakValueDictionary()
 
 
 def probe_state(target: str, service: str) -> ProbeState:

@@ -1,0 +1,435 @@
+"""Genesys context services: parsers on the spec's sample and on bad answers; config; jobs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ccwatch.config import ConfigError, parse_config
+from ccwatch.errors import ParseFailure
+from ccwatch.http import HttpClient, Response, TargetClient
+from ccwatch.sources import SOURCES, genesys_services
+from ccwatch.sources.genesys_services import (
+    ACTIVE_BY_TYPE,
+    ACTIVE_SERVICES,
+    COMPLETED_SERVICES,
+    OLDEST_AGE,
+    ActiveServices,
+    CompletedServices,
+    GenesysServicesTarget,
+    format_timestamp,
+    parse_active,
+    parse_completed,
+    parse_timestamp,
+)
+
+#: The sample's start timestamp, read as UTC, plus one hour.
+NOW = datetime(2009, 5, 7, 13, 5, 20, 157000, tzinfo=UTC)
+
+
+def strip_documentation_comments(text: str) -> str:
+    """Drop the ``//`` comments of the spec's JSON example (documentation, see specs/README).
+
+    A comment reading "additional Start Event fields" stands for fields the example leaves
+    out, so the comma in front of it belongs to them and goes too. ``//`` inside a string
+    is kept.
+    """
+    out: list[str] = []
+    in_string = escaped = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if in_string:
+            out.append(c)
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+            out.append(c)
+        elif text.startswith("//", i):
+            while i < len(text) and text[i] != "\n":
+                i += 1
+            continue
+        else:
+            out.append(c)
+        i += 1
+    stripped = "".join(out)
+    # commas left dangling before a closing bracket by the elided fields
+    result: list[str] = []
+    for c in stripped:
+        if c in "}]":
+            j = len(result) - 1
+            while j >= 0 and result[j].isspace():
+                j -= 1
+            if j >= 0 and result[j] == ",":
+                del result[j]
+        result.append(c)
+    return "".join(result)
+
+
+def documented(fixtures: Path) -> bytes:
+    return (fixtures / "genesys_services" / "customer_services_active.jsonc").read_bytes()
+
+
+def sample(fixtures: Path) -> bytes:
+    return strip_documentation_comments(documented(fixtures).decode()).encode()
+
+
+def services(*items: dict[str, Any]) -> bytes:
+    return json.dumps(list(items)).encode()
+
+
+def started(timestamp: str, **extra: Any) -> dict[str, Any]:
+    return {"service_id": 1, "started": {"timestamp": timestamp, **extra}}
+
+
+# --------------------------------------------------------------------------- the sample
+
+
+def test_the_documented_sample_with_comments_is_not_json(fixtures: Path) -> None:
+    raw = documented(fixtures)
+    assert b"// returned in an array" in raw  # the fixture is the spec's text, verbatim
+    with pytest.raises(ParseFailure, match="invalid JSON") as info:
+        parse_active(raw, NOW)
+    assert info.value.reason == "parse"
+
+
+def test_the_sample_without_its_documentation_comments(fixtures: Path) -> None:
+    raw = sample(fixtures)
+    data = json.loads(raw)
+    assert data[0]["customer_id"] == "ABC1234"
+    assert data[0]["active_states"][0]["state_type"] == 8
+    reading = parse_active(raw, NOW)
+    # "2009-05-07T12:05:20.157" has no zone: read as UTC, so exactly one hour before NOW
+    assert reading == ActiveServices(count=1, oldest_age_seconds=3600.0, by_type=None)
+    assert list(reading.samples()) == [(ACTIVE_SERVICES, "", 1.0), (OLDEST_AGE, "", 3600.0)]
+    assert reading.watched() == {}
+    # the sample has no service type
+    typed = parse_active(raw, NOW, ["400"])
+    assert typed.by_type == (("400", 0),)
+    assert parse_completed(raw) == CompletedServices(1)
+
+
+def test_the_comment_stripper_keeps_slashes_in_strings() -> None:
+    text = '[{"url": "http://x/y", // c\n "a": "b\\"//"}]'
+    assert json.loads(strip_documentation_comments(text)) == [{"url": "http://x/y", "a": 'b"//'}]
+
+
+# --------------------------------------------------------------------------- active
+
+
+def test_oldest_age_and_count() -> None:
+    raw = services(
+        started("2009-05-07T12:55:20.157"),
+        started("2009-05-07T11:05:20.157Z"),  # the oldest: two hours
+        started("2009-05-07T14:35:20.157+02:00"),  # 12:35 UTC
+    )
+    reading = parse_active(raw, NOW)
+    assert reading.count == 3
+    assert reading.oldest_age_seconds == 7200.0
+
+
+def test_no_active_service_gives_count_and_age_0() -> None:
+    reading = parse_active(b"[]", NOW, ["400"])
+    assert list(reading.samples()) == [
+        (ACTIVE_SERVICES, "", 0.0),
+        (OLDEST_AGE, "", 0.0),
+        (ACTIVE_BY_TYPE, ',service_type="400"', 0.0),
+    ]
+
+
+def test_a_start_in_the_future_counts_as_just_started() -> None:
+    reading = parse_active(services(started("2009-05-07T13:10:00")), NOW)
+    assert reading.oldest_age_seconds == 0.0
+
+
+def test_a_naive_now_is_utc() -> None:
+    reading = parse_active(services(started("2009-05-07T12:05:20.157")), NOW.replace(tzinfo=None))
+    assert reading.oldest_age_seconds == 3600.0
+
+
+def test_types_only_for_configured_ones() -> None:
+    raw = services(
+        started("2009-05-07T12:00:00", service_type=400),
+        started("2009-05-07T12:00:00", service_type="400"),
+        started("2009-05-07T12:00:00", service_type="billing"),
+        {"service_id": 4, "service_type": 401, "started": {"timestamp": "2009-05-07T12:00:00"}},
+        started("2009-05-07T12:00:00", service_type=999),
+        started("2009-05-07T12:00:00"),
+    )
+    reading = parse_active(raw, NOW, ["400", "401", "billing", "402"])
+    assert reading.count == 6
+    assert reading.by_type == (("400", 2), ("401", 1), ("billing", 1), ("402", 0))
+    by_type = [(extra, v) for name, extra, v in reading.samples() if name == ACTIVE_BY_TYPE]
+    assert by_type == [
+        (',service_type="400"', 2.0),
+        (',service_type="401"', 1.0),
+        (',service_type="billing"', 1.0),
+        (',service_type="402"', 0.0),
+    ]
+    # not configured: not exported at all
+    assert not [s for s in parse_active(raw, NOW).samples() if s[0] == ACTIVE_BY_TYPE]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "invalid JSON"),
+        (b"[{", "invalid JSON"),
+        (b"<html><body>Service Unavailable</body></html>", "invalid JSON"),
+        (b"[1, 2,]", "invalid JSON"),
+        (b'[{"service_id": 1, "started": {"timestamp": NaN}}]', "invalid JSON"),
+        (b"\xff\xfe[]", "invalid JSON"),
+        (b'{"services": []}', "expected a JSON array of services, got an object"),
+        (b"null", "got null"),
+        (b'"[]"', "got a string"),
+        (b"[null]", r"\[0\]: expected a service object, got null"),
+        (b"[[]]", "expected a service object, got an array"),
+        (b'[{"started": {"timestamp": "2009-05-07T12:05:20.157"}}]', "no service_id"),
+        (b'[{"service_id": true, "started": {}}]', "service_id: expected an id"),
+        (b'[{"service_id": 1}]', r"\[0\]: service has no started event"),
+        (b'[{"service_id": 1, "started": "2009-05-07"}]', "started: expected an object"),
+        (b'[{"service_id": 1, "started": {}}]', "started: no timestamp"),
+        (b'[{"service_id": 1, "started": {"timestamp": 1241697920}}]', "expected an ISO 8601"),
+        (b'[{"service_id": 1, "started": {"timestamp": "yesterday"}}]', "not an ISO 8601"),
+        (
+            b'[{"service_id": 1, "started": {"timestamp": "2009-05-07T12:05:20", '
+            b'"service_type": [400]}}]',
+            "service_type: expected a number or a string",
+        ),
+    ],
+)
+def test_unreadable_active_answers_are_parse_failures(raw: bytes, message: str) -> None:
+    with pytest.raises(ParseFailure, match=message) as info:
+        parse_active(raw, NOW, ["400"])
+    assert info.value.reason == "parse"
+
+
+def test_the_second_item_is_checked_too() -> None:
+    raw = services(started("2009-05-07T12:05:20"), {"service_id": 2})
+    with pytest.raises(ParseFailure, match=r"\[1\]: service has no started event"):
+        parse_active(raw, NOW)
+
+
+# --------------------------------------------------------------------------- completed
+
+
+def completed(service_id: int, timestamp: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "service_id": service_id,
+        "started": {"timestamp": "2009-05-07T10:00:00"},
+    }
+    if timestamp is not None:
+        item["completed"] = {"timestamp": timestamp}
+    return item
+
+
+def test_completed_counts_the_services() -> None:
+    raw = services(completed(1, "2009-05-07T12:30:00"), completed(2, None))
+    assert parse_completed(raw) == CompletedServices(2)
+    assert list(parse_completed(raw).samples()) == [(COMPLETED_SERVICES, "", 2.0)]
+    assert parse_completed(b"[]").count == 0
+
+
+def test_completed_before_the_window_is_not_counted() -> None:
+    since = NOW - timedelta(hours=1)
+    raw = services(
+        completed(1, "2009-05-07T12:30:00"),
+        completed(2, "2009-05-07T12:05:20.156"),  # a millisecond too early
+        completed(3, "2009-05-07T12:05:20.157"),
+        completed(4, None),  # no completion time: the server's filter counts
+    )
+    assert parse_completed(raw, since).count == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{}", "expected a JSON array"),
+        (b"[{}]", "no service_id"),
+        (b'[{"service_id": 1, "completed": 5}]', "completed: expected an object"),
+        (b'[{"service_id": 1, "completed": {"timestamp": "x"}}]', "not an ISO 8601"),
+    ],
+)
+def test_unreadable_completed_answers_are_parse_failures(raw: bytes, message: str) -> None:
+    with pytest.raises(ParseFailure, match=message):
+        parse_completed(raw, NOW)
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+def test_timestamps() -> None:
+    assert parse_timestamp("2009-05-07T12:05:20.157", "t") == datetime(
+        2009, 5, 7, 12, 5, 20, 157000, tzinfo=UTC
+    )
+    assert parse_timestamp("2009-05-07T14:05:20+02:00", "t") == datetime(
+        2009, 5, 7, 12, 5, 20, tzinfo=UTC
+    )
+    assert format_timestamp(datetime(2009, 5, 7, 12, 5, 20, 157999, tzinfo=UTC)) == (
+        "2009-05-07T12:05:20.157Z"
+    )
+    east = timezone(timedelta(hours=2))
+    assert format_timestamp(datetime(2009, 5, 7, 14, 0, tzinfo=east)) == "2009-05-07T12:00:00.000Z"
+
+
+# --------------------------------------------------------------------------- config
+
+
+def target(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "gms-cs",
+        "source": "genesys_services",
+        "url": "http://gms.example.com:8080",
+        "customer_ids": ["ABC1234"],
+        "contact_keys": ["408-832-7799"],
+        "completed_window": "1h",
+        **extra,
+    }
+
+
+def test_config_example() -> None:
+    cfg = parse_config({"targets": [target()]})
+    gms = cfg.targets[0]
+    assert isinstance(gms, GenesysServicesTarget)
+    assert gms.customer_ids == ["ABC1234"]
+    assert gms.contact_keys == ["408-832-7799"]
+    assert gms.completed_window == 3600.0
+    assert gms.service_types is None
+
+
+def test_config_defaults_and_types() -> None:
+    data = target(service_types=[400, "billing"])
+    del data["completed_window"]
+    del data["customer_ids"]
+    gms = parse_config({"targets": [data]}).targets[0]
+    assert isinstance(gms, GenesysServicesTarget)
+    assert gms.completed_window == 3600.0
+    assert gms.customer_ids == []
+    assert gms.service_types == ["400", "billing"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"customer_ids": [], "contact_keys": []}, "nothing to watch"),
+        ({"customer_ids": ["A", "A"]}, "targets[0].customer_ids: duplicate values: ['A']"),
+        ({"contact_keys": [""]}, "targets[0].contact_keys[0]"),
+        ({"service_types": []}, "targets[0].service_types"),
+        ({"service_types": [True]}, "not a boolean"),
+        ({"service_types": [400, "400"]}, "duplicate values"),
+        ({"completed_window": 60}, "invalid duration"),
+        ({"customer": "ABC1234"}, "targets[0].customer: unknown key"),
+    ],
+)
+def test_config_errors(extra: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"targets": [target(**extra)]})
+    assert message in str(info.value)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class FakeClient(TargetClient):
+    """Answers every request with ``body`` and records what was asked."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(
+            HttpClient(),
+            base_url="http://gms.example.com:8080",
+            ssl_context=True,
+            server_name=None,
+            proxy=None,
+            headers={},
+            max_response_size=1024,
+        )
+        self.body = body
+        self.requests: list[tuple[str, URL, dict[str, str] | None, Collection[str] | None]] = []
+
+    async def request(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        params: Mapping[str, str] | None = None,
+        ok: Collection[int] = (200,),
+        content_types: Collection[str] | None = None,
+    ) -> Response:
+        assert isinstance(url, URL)
+        self.requests.append((method, url, dict(params) if params else None, content_types))
+        headers_in = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
+        return Response(200, headers_in, self.body)
+
+
+def jobs_for(client: TargetClient, **extra: Any) -> list[Any]:
+    cfg = parse_config({"targets": [target(**extra)]})
+    return SOURCES["genesys_services"].jobs(cfg.targets[0], client)
+
+
+async def test_jobs_watch_only_the_configured_subjects(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(genesys_services, "_utcnow", lambda: NOW)
+    client = FakeClient(services(started("2009-05-07T12:05:20.157", service_type=400)))
+    specs = jobs_for(client, service_types=[400])
+    assert [(s.endpoint, dict(s.subject)) for s in specs] == [
+        ("active", {"customer_id": "ABC1234"}),
+        ("completed", {"customer_id": "ABC1234"}),
+        ("active", {"contact_key": "408-832-7799"}),
+        ("completed", {"contact_key": "408-832-7799"}),
+    ]
+    readings = [await s.poll() for s in specs]
+    assert readings[0] == ActiveServices(1, 3600.0, (("400", 1),))
+    assert readings[1] == CompletedServices(1)
+    base = "http://gms.example.com:8080/genesys/1/cs"
+    window_start = {"completed_from": "2009-05-07T12:05:20.157Z"}
+    assert [(m, str(u), p, c) for m, u, p, c in client.requests] == [
+        ("GET", f"{base}/customers/ABC1234/services/active", None, ("json",)),
+        ("GET", f"{base}/customers/ABC1234/services/completed", window_start, ("json",)),
+        ("GET", f"{base}/services/anonymous/408-832-7799/active", None, ("json",)),
+        ("GET", f"{base}/services/anonymous/408-832-7799/completed", window_start, ("json",)),
+    ]
+
+
+async def test_path_segments_are_url_encoded() -> None:
+    client = FakeClient(b"[]")
+    specs = jobs_for(client, customer_ids=["a/b c?d#e%f", ".."], contact_keys=["+1 (408) é"])
+    for spec in specs:
+        await spec.poll()
+    paths = [u.raw_path for _, u, _, _ in client.requests if u.raw_path.endswith("/active")]
+    assert paths == [
+        "/genesys/1/cs/customers/a%2Fb%20c%3Fd%23e%25f/services/active",
+        "/genesys/1/cs/customers/%2E%2E/services/active",
+        "/genesys/1/cs/services/anonymous/%2B1%20%28408%29%20%C3%A9/active",
+    ]
+    assert [u.path for _, u, _, _ in client.requests][0] == (
+        "/genesys/1/cs/customers/a/b c?d#e%f/services/active"
+    )
+
+
+def test_families() -> None:
+    source = SOURCES["genesys_services"]
+    assert source.subject_labels == ("customer_id", "contact_key")
+    assert source.headers["Accept"] == "application/json"
+    names = {f.name: f for f in source.families}
+    base = ("target", "customer_id", "contact_key")
+    assert names[ACTIVE_SERVICES].labels == base
+    assert names[COMPLETED_SERVICES].labels == base
+    assert names[OLDEST_AGE].labels == base
+    assert names[ACTIVE_BY_TYPE].labels == (*base, "service_type")
+    for family in source.families:
+        assert family.type == "gauge"
+        assert "(from ccwatch's last successful " in family.help
+        assert not {"customer", "service", "type"} & set(family.labels)
