@@ -124,12 +124,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         series = 0
         size = 0
         for _ in range(10):
+            series = size = 0
+            elapsed = 0.0
             t0 = time.perf_counter()
-            chunks = list(daemon.metric_chunks(openmetrics=False))
-            renders.append(time.perf_counter() - t0)
-            series = sum(c.count(b"\n") - c.count(b"\n#") - c.startswith(b"#") for c in chunks)
-            size = sum(len(c) for c in chunks)
-            del chunks
+            for chunk in daemon.metric_chunks(openmetrics=False):
+                elapsed += time.perf_counter() - t0
+                series += chunk.count(b"\n") - chunk.count(b"\n#") - chunk.startswith(b"#")
+                size += len(chunk)
+                del chunk
+                t0 = time.perf_counter()
+            renders.append(elapsed)
         rss_rendered = _rss_mb()
         # Scrape over HTTP from another process, as Prometheus would (gzip, and plain).
         http_times: list[float] = []

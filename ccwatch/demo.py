@@ -26,6 +26,20 @@ targets:
     source: ece
     url: {sim_url}/system
     entry_points: [1000, 1001, 1002, 1003]
+  # the simulator's Context Service registration drops now and then
+  - name: context-service-demo
+    source: context_service
+    url: {sim_url}
+    basic_auth:
+      username: administrator
+      password: ccwatch-demo
+  - name: genesys-services-demo
+    source: genesys_services
+    url: {sim_url}
+    customer_ids: [ABC1234, DEF5678, GHI9012]
+    contact_keys: ["408-832-7799", "650-555-0123"]
+    completed_window: 1h
+    service_types: [400, 401, 402, 403]
   # opt-in: a GMS probe creates a real service each time (here, in the simulator)
   - name: gms-probe-demo
     source: gms_probe

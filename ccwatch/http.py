@@ -157,6 +157,11 @@ class TargetClient:
         self._server_hostname = server_name
         self._proxy = proxy
         self._headers = dict(headers)
+        self._kwargs: dict[str, Any] = {"headers": self._headers, "ssl": ssl_context}
+        if proxy is not None:
+            self._kwargs["proxy"] = proxy
+        if server_name is not None:
+            self._kwargs["server_hostname"] = server_name
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -177,16 +182,15 @@ class TargetClient:
         ``content_types``: substrings one of which the Content-Type must contain
         (e.g. ``("xml",)``); a response without a Content-Type passes.
         """
-        req_headers = self._headers if headers is None else {**self._headers, **headers}
-        kwargs: dict[str, Any] = {"headers": req_headers, "ssl": self._ssl}
-        if data is not None:
-            kwargs["data"] = data
-        if params is not None:
-            kwargs["params"] = params
-        if self._proxy is not None:
-            kwargs["proxy"] = self._proxy
-        if self._server_hostname is not None:
-            kwargs["server_hostname"] = self._server_hostname
+        kwargs = self._kwargs
+        if headers is not None or data is not None or params is not None:
+            kwargs = dict(kwargs)
+            if headers is not None:
+                kwargs["headers"] = {**self._headers, **headers}
+            if data is not None:
+                kwargs["data"] = data
+            if params is not None:
+                kwargs["params"] = params
         try:
             async with self.http.session.request(method, url, **kwargs) as resp:
                 body = await self._read_capped(resp)

@@ -25,6 +25,8 @@ _PARSER = etree.XMLParser(
 )
 
 _TAG_RE = re.compile(rb"<[A-Za-z_][^<>]*>")
+# a cheap test for an unquoted attribute value anywhere: '=' then neither quote nor space
+_UNQUOTED_HINT_RE = re.compile(rb"=[^\s\"']")
 # name=value with an unquoted value, inside a start tag
 _UNQUOTED_ATTR_RE = re.compile(rb"(\s[A-Za-z_][\w.:-]*)\s*=\s*([^\s\"'<>=/`]+)")
 
@@ -47,16 +49,13 @@ def parse_xml(body: bytes) -> etree._Element:
     """Parse ``body`` strictly and return the root element, or raise :class:`ParseFailure`."""
     if b"<!DOCTYPE" in body:
         raise ParseFailure("XML with a DOCTYPE is refused")
+    if _UNQUOTED_HINT_RE.search(body):
+        # Quote first rather than fail first: a failed parse costs more than the fix.
+        body = _quote_attributes(body)
     try:
         root = etree.fromstring(body, _PARSER)
-    except etree.XMLSyntaxError as first:
-        fixed = _quote_attributes(body)
-        if fixed == body:
-            raise ParseFailure(f"malformed XML: {first}") from None
-        try:
-            root = etree.fromstring(fixed, _PARSER)
-        except etree.XMLSyntaxError:
-            raise ParseFailure(f"malformed XML: {first}") from None
+    except etree.XMLSyntaxError as exc:
+        raise ParseFailure(f"malformed XML: {exc}") from None
     if root is None:
         raise ParseFailure("empty XML document")
     return root

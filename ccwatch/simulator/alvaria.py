@@ -190,16 +190,16 @@ class AlvariaModel:
         self.ticks = 0
         now = time.time()
         self.orgs = {
-            org: _Org(org, [self._new_setting(now, initial=True) for _ in range(settings)])
+            org: _Org(org, [self._new_setting(now, imported=True) for _ in range(settings)])
             for org in orgs
         }
 
     # ---- data
 
-    def _new_setting(self, now: float, *, initial: bool = False) -> Setting:
+    def _new_setting(self, now: float, *, imported: bool = False) -> Setting:
         rng = self.rng
-        created = now - rng.uniform(0, 90 * DAY) if initial else now
-        modified = rng.uniform(created, now) if initial else now
+        created = now - rng.uniform(0, 90 * DAY) if imported else now
+        modified = rng.uniform(created, now) if imported else now
         # most settings expire in the future; a few have already expired
         expires = modified + rng.uniform(1 * DAY, 60 * DAY) if rng.random() < 0.9 else None
         return Setting(
@@ -223,8 +223,9 @@ class AlvariaModel:
                 continue
             for _ in range(rng.randint(0, 3)):
                 if len(org.settings) < MAX_SETTINGS:
-                    org.settings.append(self._new_setting(now))
-            for _ in range(rng.randint(0, 2)):
+                    # now and then a CRM import brings in old settings
+                    org.settings.append(self._new_setting(now, imported=rng.random() < 0.3))
+            if rng.random() < 0.5:
                 if org.settings:
                     setting = rng.choice(org.settings)
                     setting.modified = now

@@ -17,6 +17,7 @@ ccwatch never calls the survey API (the one POST).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -76,7 +77,7 @@ class EceTarget(TargetConfig):
     def _unique_ids(cls, value: list[int]) -> list[int]:
         if any(ep < 0 for ep in value):
             raise ValueError("entry point ids must be non-negative integers")
-        dupes = sorted({ep for ep in value if value.count(ep) > 1})
+        dupes = sorted(ep for ep, n in Counter(value).items() if n > 1)
         if dupes:
             raise ValueError(f"duplicate entry point ids: {dupes}")
         return value
