@@ -71,9 +71,7 @@ def render(rules_path: Path) -> str:
         source = rules_path.resolve().relative_to(REPO).as_posix()
     except ValueError:
         source = rules_path.name
-    body = yaml.dump(
-        resource, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000
-    )
+    body = yaml.dump(resource, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
     return HEADER.format(source=source) + body
 
 

@@ -33,7 +33,7 @@ def dev_tool(name: str) -> str:
 
 
 def secret_files(node: Any) -> list[str]:
-    """Every ``*_file`` value in a parsed config, at any depth."""
+    """Every ``*_file`` value (secrets, TLS files) in a parsed config, at any depth."""
     found: list[str] = []
     if isinstance(node, dict):
         for key, value in node.items():
@@ -60,15 +60,19 @@ def _replace_files(node: Any, mapping: dict[str, str]) -> Any:
     return node
 
 
-def parse_with_secrets(data: Any, tmp_path: Path, origin: str) -> ConfigBase:
-    """Validate a deployment's config with ccwatch's own parser.
+def with_stand_in_files(data: Any, tmp_path: Path) -> Any:
+    """``data`` with each ``*_file`` path replaced by a placeholder file under ``tmp_path``.
 
-    The ``*_file`` paths exist only inside the container, so each is replaced by a
-    placeholder file under ``tmp_path`` first.
+    A deployment's secret and TLS files exist only inside its containers.
     """
     mapping: dict[str, str] = {}
     for i, path in enumerate(secret_files(data)):
-        stand_in = tmp_path / f"secret-{i}"
+        stand_in = tmp_path / f"file-{i}"
         stand_in.write_text("placeholder\n", encoding="utf-8")
         mapping[path] = str(stand_in)
-    return parse_config(_replace_files(data, mapping), origin=origin)
+    return _replace_files(data, mapping)
+
+
+def parse_with_secrets(data: Any, tmp_path: Path, origin: str) -> ConfigBase:
+    """Validate a deployment's config with ccwatch's own parser (see with_stand_in_files)."""
+    return parse_config(with_stand_in_files(data, tmp_path), origin=origin)

@@ -30,7 +30,9 @@ SEVERITIES = {"critical", "warning"}
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     path = shutil.which("promtool")
     if path is None:
-        pytest.fail("promtool is not on PATH: install Prometheus (Debian: apt-get install prometheus)")
+        pytest.fail(
+            "promtool is not on PATH: install Prometheus (Debian: apt-get install prometheus)"
+        )
     return subprocess.run(
         [path, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
     )

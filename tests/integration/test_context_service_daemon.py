@@ -77,10 +77,8 @@ async def test_values_match_the_simulator(sim: Sim) -> None:
         # only target (+ state / management_url): no subject labels
         assert set(s.series(REGISTRATION)[0].labels) == {"target", "state"}
         assert s.value("ccwatch_jobs", source="context_service") == 1.0
-        assert (
-            f"last successful {ENDPOINT} poll" in s.families[REGISTRATION].documentation
-            and f"last successful {ENDPOINT} poll" in s.families[INFO].documentation
-        )
+        for family in (REGISTRATION, INFO):
+            assert f"last successful {ENDPOINT} poll" in s.families[family].documentation
         assert s.families[REGISTRATION].type == "gauge"
     state = (await sim.state())["context_service"]
     assert state["gets"] >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from ccwatch.simulator.context_service import (
     ContextServiceModel,
 )
 from ccwatch.sources.context_service import Registration, parse_registration
-
 
 
 def basic(username: str, password: str) -> dict[str, str]:
@@ -171,7 +171,10 @@ async def test_control_put_validation(sim: Sim, body: Any) -> None:
 
 
 async def test_the_update_api_is_counted(sim: Sim) -> None:
-    xml = b"<contextServiceRegistration><connectionData>x</connectionData></contextServiceRegistration>"
+    xml = (
+        b"<contextServiceRegistration><connectionData>x</connectionData>"
+        b"</contextServiceRegistration>"
+    )
     assert (await sim.request("PUT", PATH, data=xml)).status == 401
     assert (await sim.request("PUT", PATH, data=xml, headers=AUTH)).status == 200
     assert sim.model.updates == 1
@@ -199,7 +202,7 @@ def test_registration_drops_now_and_then_and_comes_back() -> None:
         assert (b"<managementUrl>" in model.body) == (model.state == "registered")
     assert "notRegistered" in states
     assert states.count("registered") > states.count("notRegistered")
-    flips = sum(1 for a, b in zip(states, states[1:], strict=False) if a != b)
+    flips = sum(1 for a, b in itertools.pairwise(states) if a != b)
     assert flips >= 4
 
 

@@ -10,8 +10,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ccwatch.config import ConfigError, parse_config
-from ccwatch.errors import ParseFailure
+from ccwatch.config import parse_config
+from ccwatch.errors import ConfigError, ParseFailure
 from ccwatch.http import HttpClient, Response, TargetClient
 from ccwatch.sources import SOURCES, context_service
 from ccwatch.sources.context_service import INFO, REGISTRATION, Registration, parse_registration
