@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -119,11 +120,16 @@ def _simulate(args: argparse.Namespace) -> int:
 
     logs.configure(args.log_level or "info", args.log_format or "auto")
     host, port = split_listen_address(args.listen)
-    structlog.get_logger("ccwatch.simulator").info(
-        "simulator_listening", url=f"http://{host}:{port}"
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulator(host, port, tick=args.tick))
+
+    async def serve() -> None:
+        task = asyncio.create_task(run_simulator(host, port, tick=args.tick))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(serve())
     return 0
 
 

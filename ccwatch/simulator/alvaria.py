@@ -225,11 +225,10 @@ class AlvariaModel:
                 if len(org.settings) < MAX_SETTINGS:
                     # now and then a CRM import brings in old settings
                     org.settings.append(self._new_setting(now, imported=rng.random() < 0.3))
-            if rng.random() < 0.5:
-                if org.settings:
-                    setting = rng.choice(org.settings)
-                    setting.modified = now
-                    setting.expires = now + rng.uniform(1 * DAY, 30 * DAY)
+            if rng.random() < 0.5 and org.settings:  # a customer came back
+                setting = rng.choice(org.settings)
+                setting.modified = now
+                setting.expires = now + rng.uniform(1 * DAY, 30 * DAY)
             if rng.random() < 0.2:  # the scheduled cleanup ran
                 expired = [s for s in org.settings if s.expires is not None and s.expires < now]
                 for setting in expired[: rng.randint(1, 5)]:

@@ -87,7 +87,8 @@ def test_example_config_scrapes_ccwatch() -> None:
     assert "ccwatch" in jobs
     assert jobs["ccwatch"].get("scrape_interval", config["global"]["scrape_interval"]) == "15s"
     targets = [t for sc in jobs["ccwatch"]["static_configs"] for t in sc["targets"]]
-    assert targets and all(t.endswith(":9865") for t in targets)
+    assert targets
+    assert all(t.endswith(":9865") for t in targets)
 
 
 def test_promtool_rule_unit_tests_pass() -> None:
@@ -180,6 +181,6 @@ def test_thresholds_live_in_one_group_and_are_all_used() -> None:
                 used.update(re.findall(r"ccwatch:threshold:\w+", rule["expr"]))
                 for text in rule.get("annotations", {}).values():
                     used.update(re.findall(r"ccwatch:threshold:\w+", text))
-    assert [g["name"] for g in groups][0] == THRESHOLD_GROUP
+    assert groups[0]["name"] == THRESHOLD_GROUP
     assert used - set(defined) == set(), "thresholds used but not defined"
     assert set(defined) - used == set(), "thresholds defined but never used"

@@ -1,0 +1,189 @@
+"""The Grafana dashboards and provisioning: a valid model, and every query valid PromQL.
+
+The PromQL check puts every panel query (template variables filled in) into a temporary
+rules file as a recording rule and runs ``promtool check rules`` on it, which parses it.
+Needs ``promtool`` on PATH (Debian: ``apt-get install prometheus``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.grafana import (
+    DATASOURCE_UID,
+    GRAFANA,
+    dashboard_files,
+    load,
+    panels,
+    queries,
+    substitute,
+    variable_query,
+    variables,
+)
+
+CONTACT_CENTER = "contact-center.json"
+CCWATCH = "ccwatch.json"
+REQUIRED_VARIABLES = {CONTACT_CENTER: {"target", "entry_point"}, CCWATCH: {"target"}}
+GRID_WIDTH = 24
+#: Values for the dashboards' own variables as Grafana writes them into a query: "All"
+#: (the variables' allValue), one value, and several values (regex-escaped with a double
+#: backslash, as Grafana does for a multi-value variable).
+SELECTIONS = [
+    {"target": ".*", "entry_point": ".*"},
+    {"target": "ece-a", "entry_point": "1000"},
+    {"target": "(ece-a|cs\\\\.b)", "entry_point": "(1000|1001)"},
+]
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool is not on PATH: install Prometheus (Debian: apt-get install prometheus)"
+        )
+    return subprocess.run(
+        [path, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def by_name() -> dict[str, dict[str, Any]]:
+    return {path.name: load(path) for path in dashboard_files()}
+
+
+def test_both_dashboards_exist() -> None:
+    assert set(by_name()) >= {CONTACT_CENTER, CCWATCH}
+    titles = {name: d["title"] for name, d in by_name().items()}
+    assert titles[CONTACT_CENTER] == "Contact center availability"
+    assert titles[CCWATCH] == "ccwatch itself"
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_dashboard_model(path: Path) -> None:
+    dashboard = load(path)
+    for key in ("title", "uid", "schemaVersion", "panels", "templating", "time", "tags"):
+        assert key in dashboard, f"{path.name}: no {key}"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", dashboard["uid"])
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    assert dashboard.get("id") is None, "provisioned dashboards carry no database id"
+
+    ids = [panel["id"] for panel in panels(dashboard)]
+    assert all(isinstance(i, int) for i in ids)
+    assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
+
+    for panel in panels(dashboard):
+        where = f"{path.name} panel {panel['id']} ({panel.get('title')})"
+        assert panel.get("title"), where
+        grid = panel["gridPos"]
+        assert all(isinstance(grid[k], int) and grid[k] >= 0 for k in "hwxy"), where
+        assert grid["w"] > 0, where
+        assert grid["h"] > 0, where
+        assert grid["x"] + grid["w"] <= GRID_WIDTH, where
+        if panel["type"] == "row":
+            assert not panel.get("targets"), f"{where}: a row has no queries"
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, where
+        targets = panel.get("targets")
+        assert targets, f"{where}: no targets"
+        refs = [t["refId"] for t in targets]
+        assert len(refs) == len(set(refs)), f"{where}: duplicate refIds"
+        for target in targets:
+            assert target["datasource"]["uid"] == DATASOURCE_UID, where
+            assert target["datasource"]["type"] == "prometheus", where
+            assert target["expr"].strip(), where
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_panels_do_not_overlap(path: Path) -> None:
+    taken: dict[tuple[int, int], int] = {}
+    for panel in panels(load(path)):
+        grid = panel["gridPos"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                other = taken.setdefault((x, y), panel["id"])
+                assert other == panel["id"], f"panels {other} and {panel['id']} overlap"
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_template_variables(path: Path) -> None:
+    dashboard = load(path)
+    found = {v["name"]: v for v in variables(dashboard)}
+    assert set(found) >= REQUIRED_VARIABLES.get(path.name, set())
+    for variable in found.values():
+        assert variable["type"] == "query"
+        assert variable["datasource"]["uid"] == DATASOURCE_UID
+        assert variable_query(variable).startswith("label_values("), variable["name"]
+        assert variable_query(variable).rstrip(")").endswith(variable["name"])
+    # every variable a query uses exists (or is one of Grafana's own)
+    own = {v["name"]: ".*" for v in variables(dashboard)}
+    for query in queries(path):
+        substitute(query.expr, own)
+
+
+def test_variables_follow_each_other() -> None:
+    """entry_point is offered for the selected targets only."""
+    found = {v["name"]: v for v in variables(by_name()[CONTACT_CENTER])}
+    assert "$target" in variable_query(found["entry_point"])
+    assert variable_query(found["entry_point"]).startswith("label_values(ccwatch_ece_")
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_queries_filter_by_the_selected_target(path: Path) -> None:
+    """Vendor and poll-health panels follow the target variable."""
+    for query in queries(path):
+        if query.panel_id is None:
+            continue
+        expr = query.expr
+        if re.search(r"\bccwatch_(ece|context_service|genesys|alvaria|gms|poll)_", expr):
+            assert 'target=~"$target"' in expr, query.where
+        if "ccwatch_ece_" in expr:
+            assert 'entry_point=~"$entry_point"' in expr, query.where
+
+
+def test_every_query_is_valid_promql(tmp_path: Path) -> None:
+    rules: list[dict[str, str]] = []
+    where: dict[str, str] = {}
+    for path in dashboard_files():
+        for query in queries(path):
+            for values in SELECTIONS:
+                record = f"dashboard_query:{len(rules)}"
+                where[record] = f"{query.where} with {values}"
+                rules.append({"record": record, "expr": substitute(query.expr, values)})
+    assert rules
+    rules_file = tmp_path / "dashboard-queries.rules.yml"
+    rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = promtool("check", "rules", rules_file)
+    output = result.stdout + result.stderr
+    # name the panel of the first broken query, if promtool names a rule
+    for record, what in where.items():
+        if re.search(rf"\b{re.escape(record)}\b", output):
+            output += f"\n{record}: {what}"
+            break
+    assert result.returncode == 0, output
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout, output
+
+
+# --------------------------------------------------------------------------- provisioning
+
+
+def test_datasource_provisioning() -> None:
+    data = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert data["apiVersion"] == 1
+    [source] = data["datasources"]
+    assert source["type"] == "prometheus"
+    assert source["uid"] == DATASOURCE_UID
+    assert source["url"] == "http://prometheus:9090"
+
+
+def test_dashboard_provisioning() -> None:
+    data = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "ccwatch.yml").read_text())
+    assert data["apiVersion"] == 1
+    [provider] = data["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
