@@ -350,23 +350,24 @@ def _format_loc(loc: tuple[int | str, ...], source_names: set[str]) -> str:
 
 def _format_errors(exc: ValidationError, source_names: set[str]) -> list[str]:
     lines = []
+    known = ", ".join(sorted(source_names))
     for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "union_tag_invalid":
+            loc += ("source",)
             tag = err.get("ctx", {}).get("tag")
-            msg = f"unknown source {tag!r}; known sources: {', '.join(sorted(source_names))}"
+            msg = f"unknown source {tag!r}; known sources: {known}"
         elif err["type"] == "union_tag_not_found":
-            msg = f"source is required; known sources: {', '.join(sorted(source_names))}"
+            loc += ("source",)
+            msg = f"required key is missing; known sources: {known}"
         elif err["type"] == "literal_error" and err["loc"][-1] == "source":
-            msg = (
-                f"unknown source {err.get('input')!r}; "
-                f"known sources: {', '.join(sorted(source_names))}"
-            )
+            msg = f"unknown source {err.get('input')!r}; known sources: {known}"
         elif err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        lines.append(f"{_format_loc(tuple(err['loc']), source_names)}: {msg}")
+        lines.append(f"{_format_loc(loc, source_names)}: {msg}")
     return lines
 
 

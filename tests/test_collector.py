@@ -42,7 +42,7 @@ def test_openmetrics_names_counters_without_total_and_ends_with_eof() -> None:
     assert "# TYPE x counter" in text
     assert text.endswith("# EOF\n")
     assert text.count("# EOF") == 1
-    families = {f.name: f for f in parse_openmetrics(text)}
+    families = {f.name: f for f in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
     assert families["x"].samples[0].value == 3
 
 

@@ -139,7 +139,7 @@ async def test_states_follow_the_entry_point(sim: Sim) -> None:
         assert not [e for e in changes if e["entry_point"] == "1001"]
 
 
-FAULTS = [
+FAULTS: list[tuple[dict[str, Any], str]] = [
     ({"kind": "status", "status": 500}, "http_status"),
     ({"kind": "status", "status": 401}, "auth"),
     ({"kind": "status", "status": 403}, "auth"),
@@ -285,7 +285,7 @@ async def test_openmetrics_and_gzip(sim: Sim) -> None:
             assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
             text = await resp.text()
         assert text.endswith("# EOF\n")
-        families = {f.name: f for f in parse_openmetrics(text)}
+        families = {f.name: f for f in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
         assert families["ccwatch_poll_errors"].type == "counter"
         assert families["ccwatch_ece_available_slots"].type == "gauge"
         async with d.session.get(
