@@ -148,8 +148,11 @@ class Daemon:
                 for name, labels, value in source.scrape_samples():
                     line = f"{name}{{{labels}}} {format_value(value)}\n"
                     lines[name] = lines.get(name, "") + line
-                for name, text in lines.items():
-                    store.set(name, 0, text.encode())
+                for family in source.families:
+                    if family.name in lines:
+                        store.set(family.name, 0, lines[family.name].encode())
+                    else:  # e.g. its last target was removed by a reload
+                        store.delete(family.name, 0)
         return store.chunks(openmetrics=openmetrics)
 
     def _delayed_total(self) -> int:

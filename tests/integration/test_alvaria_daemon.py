@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
+from ccwatch.config import parse_config
 from ccwatch.simulator.alvaria import TOKEN_PATH
 from tests.harness import Scrape, Sim, daemon, simulator
 
@@ -369,6 +370,15 @@ async def test_a_token_endpoint_that_is_down_fails_polls_with_auth(
             after = s.value(TOKEN_FAILURES, target=name)
             assert after is not None
             assert after >= failures
+            # ... and a reload
+            reloaded = {
+                **config(alvaria_target(sim, name)),
+                "web": {"listen_address": "127.0.0.1:0"},
+            }
+            await d.daemon.apply(parse_config(reloaded))
+            s = await d.wait_for(all_ok(name), what="polls after the reload")
+            assert s.value(TOKEN_FAILURES, target=name) == after
+            assert s.series("ccwatch_poll_success", target=gms) == []
     mine = [e for e in events if e.get("target") == name and e["event"].startswith("poll_")]
     failing = [e for e in mine if e["event"] == "poll_failing"]
     assert sorted(e["endpoint"] for e in failing) == sorted(COLLECTIONS)  # one per job
