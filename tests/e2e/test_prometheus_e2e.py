@@ -482,7 +482,8 @@ def check_annotations(firing: Mapping[str, dict[str, Any]]) -> None:
 async def alerts_resolve(prom: Prometheus, expected: list[tuple[str, dict[str, str]]]) -> None:
     async def resolved() -> bool | None:
         alerts = await prom.alerts()
-        active = [a for a in alerts if any(matches(a, n, lb) for n, lb in expected)]
-        return True if not active else None
+        unexpected = [a for a in alerts if not any(matches(a, n, lb) for n, lb in expected)]
+        assert unexpected == [], f"unexpected alerts:\n{describe(unexpected)}"
+        return True if not alerts else None
 
     await eventually(resolved, within=30, what="the alerts to resolve")
