@@ -24,6 +24,9 @@ from ccwatch.exposition import Family
 from ccwatch.exposition import format_value as format_value  # re-exported
 from ccwatch.exposition import label_text as label_text  # re-exported
 
+#: Fragments joined into one chunk of a scrape (a few hundred kilobytes).
+CHUNK_SERIES = 2000
+
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -76,15 +79,20 @@ class MetricStore:
             data.fragments.pop(key, None)
 
     def chunks(self, *, openmetrics: bool = False) -> Iterator[bytes]:
-        """The exposition, one chunk per family, so a scrape never holds it all at once.
+        """The exposition in chunks of at most :data:`CHUNK_SERIES` fragments.
 
-        Each chunk is joined in one synchronous step, so a family is always consistent
-        even when polls complete between chunks.
+        A scrape never holds the whole exposition, only a chunk at a time. Each family
+        is read from a snapshot taken at its first chunk, so it stays consistent even
+        when polls complete between chunks.
         """
         for data in self._families.values():
-            if data.fragments:
-                header = data.om_header if openmetrics else data.text_header
-                yield header + b"".join(data.fragments.values())
+            if not data.fragments:
+                continue
+            snapshot = list(data.fragments.values())
+            header = data.om_header if openmetrics else data.text_header
+            yield header + b"".join(snapshot[:CHUNK_SERIES])
+            for start in range(CHUNK_SERIES, len(snapshot), CHUNK_SERIES):
+                yield b"".join(snapshot[start : start + CHUNK_SERIES])
         if openmetrics:
             process: bytes = _generate_om(self._process)  # type: ignore[no-untyped-call]
             yield process.removesuffix(b"# EOF\n") + b"# EOF\n"

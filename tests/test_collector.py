@@ -69,3 +69,20 @@ def test_format_value() -> None:
     assert format_value(float("inf")) == "+Inf"
     assert format_value(float("-inf")) == "-Inf"
     assert format_value(1795370529.076141) == "1795370529.076141"
+
+
+def test_large_families_come_in_bounded_chunks_with_one_header() -> None:
+    from ccwatch.collector import CHUNK_SERIES
+
+    s = store()
+    count = CHUNK_SERIES * 2 + 7
+    for key in range(count):
+        s.set("y", key, f'y{{a="{key}"}} {key}\n'.encode())
+    chunks = list(s.chunks())
+    family_chunks = [c for c in chunks if b"y{" in c]
+    assert len(family_chunks) == 3
+    assert all(c.count(b"\n") <= CHUNK_SERIES + 2 for c in family_chunks)
+    text = b"".join(chunks).decode()
+    assert text.count("# TYPE y gauge") == 1
+    samples = next(f for f in text_string_to_metric_families(text) if f.name == "y").samples
+    assert sorted(int(x.value) for x in samples) == list(range(count))
