@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import multiprocessing
 import resource
@@ -31,7 +30,7 @@ from typing import Any
 
 from ccwatch import logs
 from ccwatch.config import parse_config
-from ccwatch.daemon import Daemon
+from ccwatch.daemon import Daemon, tune_gc
 
 
 def _free_port() -> int:
@@ -104,8 +103,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_before = _rss_mb()
         daemon = Daemon(config)
         await daemon.start()
-        gc.collect()
-        gc.freeze()  # as Daemon.run does
+        tune_gc()  # as Daemon.run does, at start and once every job has polled
         scheduler = daemon.scheduler
         jobs = len(scheduler.jobs)
         rss_started = _rss_mb()
@@ -113,6 +111,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         deadline = time.monotonic() + 120
         while not scheduler.ready and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
+        tune_gc()
         rss_ready = _rss_mb()
         polls0, cpu0, wall0 = scheduler.polls_total, time.process_time(), time.monotonic()
         await asyncio.sleep(args.seconds)
