@@ -75,7 +75,7 @@ def build_jobs(config: ConfigBase, http: HttpClient, first_id: int = 1) -> list[
 #: hundred short-lived objects (task, coroutines, aiohttp request and response); with
 #: Python's default (700) the collector runs thousands of times a minute and its full
 #: passes dominate the CPU profile at scale.
-GC_THRESHOLDS = (50_000, 20, 100)
+GC_THRESHOLDS = (20_000, 20, 100)
 
 
 def tune_gc() -> None:
