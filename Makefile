@@ -33,7 +33,7 @@ test: lint unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/poll_throughput.py
-	$(BIN)/python bench/metrics_render.py
+	cd bench && ../$(BIN)/python bare_client.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

