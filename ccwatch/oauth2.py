@@ -264,38 +264,29 @@ class OAuth2Client(TargetClient):
         The retry sends ``data`` again, so pass bytes, a string or a mapping, not a
         single-use body.
         """
-        token = await self.tokens.token(self.inner)
-        try:
-            return await self.inner.request(
-                method,
-                url,
-                headers=_authorised(headers, token),
-                data=data,
-                params=params,
-                ok=ok,
-                content_types=content_types,
-            )
-        except StatusFailure as exc:
-            if exc.status != 401:
-                raise
-        self.tokens.invalidate(token)
-        token = await self.tokens.token(self.inner)
-        try:
-            return await self.inner.request(
-                method,
-                url,
-                headers=_authorised(headers, token),
-                data=data,
-                params=params,
-                ok=ok,
-                content_types=content_types,
-            )
-        except StatusFailure as exc:
-            if exc.status != 401:
-                raise
-            raise StatusFailure(
-                401, "HTTP status 401 even with a new access token", retry_after=exc.retry_after
-            ) from None
+        for attempt in (1, 2):
+            token = await self.tokens.token(self.inner)
+            try:
+                return await self.inner.request(
+                    method,
+                    url,
+                    headers=_authorised(headers, token),
+                    data=data,
+                    params=params,
+                    ok=ok,
+                    content_types=content_types,
+                )
+            except StatusFailure as exc:
+                if exc.status != 401:
+                    raise
+                if attempt == 2:
+                    raise StatusFailure(
+                        401,
+                        "HTTP status 401 even with a new access token",
+                        retry_after=exc.retry_after,
+                    ) from None
+                self.tokens.invalidate(token)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _authorised(headers: Mapping[str, str] | None, token: SecretStr) -> dict[str, str]:

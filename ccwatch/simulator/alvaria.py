@@ -49,7 +49,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from .common import CONTROL_PREFIX, add_ticker
+from .common import CONTROL_PREFIX, add_ticker, json_body, json_error
 
 __all__ = [
     "ALVARIA_KEY",
@@ -392,20 +392,6 @@ async def _log_response(request: web.Request, response: web.StreamResponse) -> N
 # --------------------------------------------------------------------------- control
 
 
-def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="body must be JSON") from None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
-    return data
-
-
 async def _get_stats(request: web.Request) -> web.Response:
     return web.json_response(dict(request.app[ALVARIA_KEY].stats))
 
@@ -432,19 +418,19 @@ _STRING_OPTIONS: Final = ("client_id", "client_secret", "api_key")
 
 async def _put_config(request: web.Request) -> web.Response:
     model = request.app[ALVARIA_KEY]
-    data = await _body(request)
+    data = await json_body(request)
     unknown = sorted(set(data) - {"token_ttl", "total_items_as", *_STRING_OPTIONS})
     if unknown:
-        return _json_error(400, f"unknown fields {unknown}")
+        return json_error(400, f"unknown fields {unknown}")
     ttl = data.get("token_ttl", model.token_ttl)
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-        return _json_error(400, "token_ttl must be a positive number")
+        return json_error(400, "token_ttl must be a positive number")
     total_items_as = data.get("total_items_as", model.total_items_as)
     if total_items_as not in ("string", "int"):
-        return _json_error(400, "total_items_as must be string or int")
+        return json_error(400, "total_items_as must be string or int")
     for name in _STRING_OPTIONS:
         if name in data and not isinstance(data[name], str):
-            return _json_error(400, f"{name} must be a string")
+            return json_error(400, f"{name} must be a string")
     model.token_ttl = ttl
     model.total_items_as = total_items_as
     for name in _STRING_OPTIONS:
@@ -457,16 +443,16 @@ async def _put_settings(request: web.Request) -> web.Response:
     model = request.app[ALVARIA_KEY]
     org = model.orgs.get(request.match_info["org"])
     if org is None:
-        return _json_error(404, "no such organization")
-    data = await _body(request)
+        return json_error(404, "no such organization")
+    data = await json_body(request)
     items = data.get("settings")
     if not isinstance(items, list):
-        return _json_error(400, "settings must be a list")
+        return json_error(400, "settings must be a list")
     now = time.time()
     try:
         settings = [Setting.from_json(item, now) for item in items]
     except ValueError as exc:
-        return _json_error(400, str(exc))
+        return json_error(400, str(exc))
     org.settings = settings
     org.frozen = True
     return web.json_response(model.snapshot()["orgs"][org.id])
@@ -476,7 +462,7 @@ async def _unfreeze(request: web.Request) -> web.Response:
     model = request.app[ALVARIA_KEY]
     org = model.orgs.get(request.match_info["org"])
     if org is None:
-        return _json_error(404, "no such organization")
+        return json_error(404, "no such organization")
     org.frozen = False
     return web.json_response(model.snapshot()["orgs"][org.id])
 

@@ -11,7 +11,7 @@ from typing import Any, Final, Protocol
 import structlog
 from aiohttp import web
 
-__all__ = ["CONTROL_PREFIX", "Vendor", "add_ticker", "log"]
+__all__ = ["CONTROL_PREFIX", "Vendor", "add_ticker", "json_body", "json_error", "log"]
 
 #: Control routes live under this prefix; faults never apply to them.
 CONTROL_PREFIX: Final = "/-/sim"
@@ -70,3 +70,19 @@ def add_ticker(
             await task
 
     app.cleanup_ctx.append(ctx)
+
+
+def json_error(status: int, message: str) -> web.Response:
+    """A control-route error: ``{"error": message}`` with ``status``."""
+    return web.json_response({"error": message}, status=status)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """A control route's JSON object body, or 400."""
+    try:
+        data = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="body must be JSON") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object")
+    return data

@@ -33,7 +33,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from . import faults
-from .common import CONTROL_PREFIX, add_ticker
+from .common import CONTROL_PREFIX, add_ticker, json_error
 
 __all__ = [
     "BASE_PATH",
@@ -461,15 +461,11 @@ def _handler(table: dict[str, bytes], unknown: Handler) -> Handler:
 _CONTROL: Final = f"{CONTROL_PREFIX}/{NAME}/entry_points"
 
 
-def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
 async def _get_ep(request: web.Request) -> web.Response:
     model = request.app[ECE_KEY]
     ep = model.get(request.match_info["id"])
     if ep is None:
-        return _json_error(404, "no such entry point")
+        return json_error(404, "no such entry point")
     return web.json_response(model.describe(ep))
 
 
@@ -477,15 +473,15 @@ async def _put_ep(request: web.Request) -> web.Response:
     model = request.app[ECE_KEY]
     ep = model.get(request.match_info["id"])
     if ep is None:
-        return _json_error(404, "no such entry point")
+        return json_error(404, "no such entry point")
     try:
         patch = await request.json()
     except ValueError:
-        return _json_error(400, "body must be JSON")
+        return json_error(400, "body must be JSON")
     try:
         model.update(ep, patch)
     except ValueError as exc:
-        return _json_error(400, str(exc))
+        return json_error(400, str(exc))
     return web.json_response(model.describe(ep))
 
 
@@ -493,7 +489,7 @@ async def _unfreeze_ep(request: web.Request) -> web.Response:
     model = request.app[ECE_KEY]
     ep = model.get(request.match_info["id"])
     if ep is None:
-        return _json_error(404, "no such entry point")
+        return json_error(404, "no such entry point")
     ep.frozen = False
     return web.json_response(model.describe(ep))
 

@@ -46,7 +46,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .common import CONTROL_PREFIX, add_ticker
+from .common import CONTROL_PREFIX, add_ticker, json_error
 
 __all__ = [
     "ANONYMOUS_PREFIX",
@@ -412,10 +412,6 @@ def _routes() -> list[web.RouteDef]:
 _CONTROL: Final = f"{CONTROL_PREFIX}/{NAME}"
 
 
-def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
 async def _get_all(request: web.Request) -> web.Response:
     return web.json_response(request.app[GENESYS_KEY].snapshot())
 
@@ -424,7 +420,7 @@ async def _get_subject(request: web.Request) -> web.Response:
     model = request.app[GENESYS_KEY]
     subject = model.get(request.match_info["kind"], request.match_info["id"])
     if subject is None:
-        return _json_error(404, "no such customer or contact key")
+        return json_error(404, "no such customer or contact key")
     return web.json_response(model.describe(subject))
 
 
@@ -432,15 +428,15 @@ async def _put_subject(request: web.Request) -> web.Response:
     model = request.app[GENESYS_KEY]
     kind = as_kind(request.match_info["kind"])
     if kind is None:
-        return _json_error(404, f"kind must be one of {list(KINDS)}")
+        return json_error(404, f"kind must be one of {list(KINDS)}")
     try:
         patch = await request.json()
     except ValueError:
-        return _json_error(400, "body must be JSON")
+        return json_error(400, "body must be JSON")
     try:
         subject = model.update(kind, request.match_info["id"], patch)
     except ValueError as exc:
-        return _json_error(400, str(exc))
+        return json_error(400, str(exc))
     return web.json_response(model.describe(subject))
 
 
@@ -448,7 +444,7 @@ async def _unfreeze(request: web.Request) -> web.Response:
     model = request.app[GENESYS_KEY]
     subject = model.get(request.match_info["kind"], request.match_info["id"])
     if subject is None:
-        return _json_error(404, "no such customer or contact key")
+        return json_error(404, "no such customer or contact key")
     subject.frozen = False
     return web.json_response(model.describe(subject))
 

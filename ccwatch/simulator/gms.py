@@ -39,7 +39,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from .common import CONTROL_PREFIX, add_ticker
+from .common import CONTROL_PREFIX, add_ticker, json_body, json_error
 
 __all__ = ["DEFAULT_SERVICES", "GMS_KEY", "NAME", "STATUSES", "GmsModel", "setup", "snapshot"]
 
@@ -173,20 +173,6 @@ async def _service_request(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- control
 
 
-def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="body must be JSON") from None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
-    return data
-
-
 async def _get_services(request: web.Request) -> web.Response:
     return web.json_response(dict(request.app[GMS_KEY].services))
 
@@ -200,15 +186,15 @@ async def _put_service(request: web.Request) -> web.Response:
 async def _delete_service(request: web.Request) -> web.Response:
     model = request.app[GMS_KEY]
     if model.services.pop(request.match_info["name"], None) is None:
-        return _json_error(404, "no such service")
+        return json_error(404, "no such service")
     return web.json_response(dict(model.services))
 
 
 async def _put_status(request: web.Request) -> web.Response:
     model = request.app[GMS_KEY]
-    status = (await _body(request)).get("status")
+    status = (await json_body(request)).get("status")
     if not isinstance(status, str) or not status:
-        return _json_error(400, "status must be a non-empty string")
+        return json_error(400, "status must be a non-empty string")
     model.forced_status = status
     return web.json_response(model.snapshot())
 
@@ -221,16 +207,16 @@ async def _delete_status(request: web.Request) -> web.Response:
 
 async def _put_config(request: web.Request) -> web.Response:
     model = request.app[GMS_KEY]
-    data = await _body(request)
+    data = await json_body(request)
     unknown = sorted(set(data) - {"id_key", "spec_body"})
     if unknown:
-        return _json_error(400, f"unknown fields {unknown}")
+        return json_error(400, f"unknown fields {unknown}")
     id_key = data.get("id_key", model.id_key)
     spec_body = data.get("spec_body", model.spec_body)
     if id_key not in ("_id", "id"):
-        return _json_error(400, "id_key must be _id or id")
+        return json_error(400, "id_key must be _id or id")
     if not isinstance(spec_body, bool):
-        return _json_error(400, "spec_body must be a boolean")
+        return json_error(400, "spec_body must be a boolean")
     model.id_key = id_key
     model.spec_body = spec_body
     return web.json_response(model.snapshot())
