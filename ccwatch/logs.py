@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from types import TracebackType
 from typing import Any, TextIO
 
 import orjson
@@ -53,7 +54,12 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     renderer: Processor
     if as_json:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
-        shared.append(structlog.processors.dict_tracebacks)
+        # dict_tracebacks, but without locals: a local may hold a secret
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        )
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     structlog.configure(
@@ -78,3 +84,11 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.captureWarnings(True)
     warnings.simplefilter("default")
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    """Even a crash is one log event, not a bare traceback."""
+    logging.getLogger("ccwatch").critical("uncaught_exception", exc_info=(kind, value, tb))

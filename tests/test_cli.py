@@ -233,3 +233,20 @@ def test_demo_shows_values_that_change() -> None:
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert f"http://127.0.0.1:{port}/metrics" in stderr
+
+
+def test_a_crash_is_one_json_event_without_locals() -> None:
+    code = (
+        "from ccwatch import logs\n"
+        "logs.configure('info', 'json')\n"
+        "secret = 'hunter2'\n"
+        "raise RuntimeError('boom')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    (event,) = json_lines(result.stderr)
+    assert event["event"] == "uncaught_exception"
+    assert "boom" in json.dumps(event["exception"])
+    assert "hunter2" not in result.stderr
