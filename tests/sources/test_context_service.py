@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import base64
 from pathlib import Path
 from typing import Any
 
 import pytest
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from ccwatch.config import parse_config
 from ccwatch.errors import ConfigError, ParseFailure
-from ccwatch.http import HttpClient, Response, TargetClient
 from ccwatch.sources import SOURCES, context_service
 from ccwatch.sources.context_service import INFO, REGISTRATION, Registration, parse_registration
+from tests.sources.conftest import Answer, Server
+
+XML = "application/xml"
 
 
 def sample(fixtures: Path, name: str = "get_registered") -> bytes:
@@ -181,55 +181,26 @@ def test_config_errors(extra: dict[str, Any], message: str) -> None:
 # --------------------------------------------------------------------------- jobs
 
 
-class FakeClient(TargetClient):
-    """Answers every request with ``body`` and records what was asked."""
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__(
-            HttpClient(),
-            base_url="https://socialminer.example.com",
-            ssl_context=True,
-            server_name=None,
-            proxy=None,
-            headers={},
-            max_response_size=1024,
-        )
-        self.body = body
-        self.requests: list[tuple[str, str, Collection[str] | None]] = []
-
-    async def request(
-        self,
-        method: str,
-        url: str | URL,
-        *,
-        headers: Mapping[str, str] | None = None,
-        data: Any = None,
-        params: Mapping[str, str] | None = None,
-        ok: Collection[int] = (200,),
-        content_types: Collection[str] | None = None,
-    ) -> Response:
-        self.requests.append((method, str(url), content_types))
-        headers_in = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/xml"}))
-        return Response(200, headers_in, self.body)
-
-
-async def test_one_get_job_without_subject() -> None:
+async def test_one_get_job_without_subject(server: Server) -> None:
     source = SOURCES["context_service"]
     assert source.subject_labels == ()
-    cfg = parse_config({"targets": [target()]})
-    client = FakeClient(body("registered", "https://cs.example.com/o"))
-    specs = source.jobs(cfg.targets[0], client)
+    cfg = parse_config({"targets": [target(url=server.url)]})
+    server.always(Answer(body=body("registered", "https://cs.example.com/o"), content_type=XML))
+    specs = source.jobs(cfg.targets[0], server.client(cfg.targets[0], cfg))
     assert [(s.endpoint, dict(s.subject)) for s in specs] == [("contextserviceregistration", {})]
     reading = await specs[0].poll()
     assert reading == Registration("registered", "https://cs.example.com/o")
-    assert client.requests == [
-        (
-            "GET",
-            "https://socialminer.example.com/unifiedconfig/config/contextserviceregistration",
-            ("xml",),
-        )
+    assert [(r.method, r.url, r.query, r.body) for r in server.requests] == [
+        ("GET", f"{server.url}/unifiedconfig/config/contextserviceregistration", {}, b"")
     ]
     assert source.headers["Accept"] == "application/xml"
+    sent = server.requests[0].headers
+    assert sent["Accept"] == "application/xml"
+    assert sent["Authorization"] == "Basic " + base64.b64encode(b"admin:pw").decode()
+    # the poll accepts XML answers only
+    server.always(Answer(body=body("registered"), content_type="text/html"))
+    with pytest.raises(ParseFailure, match="unexpected content type 'text/html'"):
+        await specs[0].poll()
 
 
 def test_families_say_where_values_come_from() -> None:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from ccwatch.config import parse_config
 from ccwatch.errors import ConfigError, ParseFailure
-from ccwatch.http import HttpClient, Response, TargetClient
 from ccwatch.sources import SOURCES, genesys_services
 from ccwatch.sources.genesys_services import (
     ACTIVE_BY_TYPE,
@@ -29,6 +25,7 @@ from ccwatch.sources.genesys_services import (
     parse_completed,
     parse_timestamp,
 )
+from tests.sources.conftest import Answer, Server
 
 #: The sample's start timestamp, read as UTC, plus one hour.
 NOW = datetime(2009, 5, 7, 13, 5, 20, 157000, tzinfo=UTC)
@@ -342,48 +339,18 @@ def test_config_errors(extra: dict[str, Any], message: str) -> None:
 # --------------------------------------------------------------------------- jobs
 
 
-class FakeClient(TargetClient):
-    """Answers every request with ``body`` and records what was asked."""
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__(
-            HttpClient(),
-            base_url="http://gms.example.com:8080",
-            ssl_context=True,
-            server_name=None,
-            proxy=None,
-            headers={},
-            max_response_size=1024,
-        )
-        self.body = body
-        self.requests: list[tuple[str, URL, dict[str, str] | None, Collection[str] | None]] = []
-
-    async def request(
-        self,
-        method: str,
-        url: str | URL,
-        *,
-        headers: Mapping[str, str] | None = None,
-        data: Any = None,
-        params: Mapping[str, str] | None = None,
-        ok: Collection[int] = (200,),
-        content_types: Collection[str] | None = None,
-    ) -> Response:
-        assert isinstance(url, URL)
-        self.requests.append((method, url, dict(params) if params else None, content_types))
-        headers_in = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
-        return Response(200, headers_in, self.body)
+def jobs_for(server: Server, **extra: Any) -> list[Any]:
+    cfg = parse_config({"targets": [target(url=server.url, **extra)]})
+    target_cfg = cfg.targets[0]
+    return SOURCES["genesys_services"].jobs(target_cfg, server.client(target_cfg, cfg))
 
 
-def jobs_for(client: TargetClient, **extra: Any) -> list[Any]:
-    cfg = parse_config({"targets": [target(**extra)]})
-    return SOURCES["genesys_services"].jobs(cfg.targets[0], client)
-
-
-async def test_jobs_watch_only_the_configured_subjects(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_jobs_watch_only_the_configured_subjects(
+    monkeypatch: pytest.MonkeyPatch, server: Server
+) -> None:
     monkeypatch.setattr(genesys_services, "_utcnow", lambda: NOW)
-    client = FakeClient(services(started("2009-05-07T12:05:20.157", service_type=400)))
-    specs = jobs_for(client, service_types=[400])
+    server.always(Answer(body=services(started("2009-05-07T12:05:20.157", service_type=400))))
+    specs = jobs_for(server, service_types=[400])
     assert [(s.endpoint, dict(s.subject)) for s in specs] == [
         ("active", {"customer_id": "ABC1234"}),
         ("completed", {"customer_id": "ABC1234"}),
@@ -393,28 +360,36 @@ async def test_jobs_watch_only_the_configured_subjects(monkeypatch: pytest.Monke
     readings = [await s.poll() for s in specs]
     assert readings[0] == ActiveServices(1, 3600.0, (("400", 1),))
     assert readings[1] == CompletedServices(1)
-    base = "http://gms.example.com:8080/genesys/1/cs"
+    base = f"{server.url}/genesys/1/cs"
     window_start = {"completed_from": "2009-05-07T12:05:20.157Z"}
-    assert [(m, str(u), p, c) for m, u, p, c in client.requests] == [
-        ("GET", f"{base}/customers/ABC1234/services/active", None, ("json",)),
-        ("GET", f"{base}/customers/ABC1234/services/completed", window_start, ("json",)),
-        ("GET", f"{base}/services/anonymous/408-832-7799/active", None, ("json",)),
-        ("GET", f"{base}/services/anonymous/408-832-7799/completed", window_start, ("json",)),
+    json_ = "application/json"
+    assert [
+        (r.method, r.url.partition("?")[0], r.query, r.headers["Accept"]) for r in server.requests
+    ] == [
+        ("GET", f"{base}/customers/ABC1234/services/active", {}, json_),
+        ("GET", f"{base}/customers/ABC1234/services/completed", window_start, json_),
+        ("GET", f"{base}/services/anonymous/408-832-7799/active", {}, json_),
+        ("GET", f"{base}/services/anonymous/408-832-7799/completed", window_start, json_),
     ]
+    # every poll accepts JSON answers only
+    server.always(Answer(body=b"[]", content_type="text/html"))
+    for spec in specs:
+        with pytest.raises(ParseFailure, match="unexpected content type 'text/html'"):
+            await spec.poll()
 
 
-async def test_path_segments_are_url_encoded() -> None:
-    client = FakeClient(b"[]")
-    specs = jobs_for(client, customer_ids=["a/b c?d#e%f", ".."], contact_keys=["+1 (408) é"])
+async def test_path_segments_are_url_encoded(server: Server) -> None:
+    server.always(Answer(body=b"[]"))
+    specs = jobs_for(server, customer_ids=["a/b c?d#e%f", ".."], contact_keys=["+1 (408) é"])
     for spec in specs:
         await spec.poll()
-    paths = [u.raw_path for _, u, _, _ in client.requests if u.raw_path.endswith("/active")]
+    paths = [r.raw_path for r in server.requests if r.raw_path.endswith("/active")]
     assert paths == [
         "/genesys/1/cs/customers/a%2Fb%20c%3Fd%23e%25f/services/active",
         "/genesys/1/cs/customers/%2E%2E/services/active",
         "/genesys/1/cs/services/anonymous/%2B1%20%28408%29%20%C3%A9/active",
     ]
-    assert client.requests[0][1].path == ("/genesys/1/cs/customers/a/b c?d#e%f/services/active")
+    assert server.requests[0].path == ("/genesys/1/cs/customers/a/b c?d#e%f/services/active")
 
 
 def test_families() -> None:

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from ccwatch.config import parse_config
 from ccwatch.errors import ConfigError, ParseFailure, StatusFailure
-from ccwatch.http import HttpClient, Response, TargetClient
+from ccwatch.http import HttpClient
 from ccwatch.sources import SOURCES, gms_probe
+from tests.sources.conftest import Answer, Server
 
 
 def sample(fixtures: Path, name: str) -> bytes:
@@ -132,51 +129,19 @@ def test_config_errors(overrides: dict[str, Any], message: str) -> None:
 # --------------------------------------------------------------------------- the probe
 
 
-class FakeClient(TargetClient):
-    """Answers from a list of (status, body); records the requests."""
-
-    def __init__(self, answers: list[tuple[int, bytes]]) -> None:
-        super().__init__(
-            HttpClient(),
-            base_url="http://gms.example.com:8080",
-            ssl_context=True,
-            server_name=None,
-            proxy=None,
-            headers={},
-            max_response_size=1 << 20,
-        )
-        self.answers = answers
-        self.calls: list[tuple[str, str, Any]] = []
-
-    async def request(
-        self,
-        method: str,
-        url: str | URL,
-        *,
-        headers: Mapping[str, str] | None = None,
-        data: Any = None,
-        params: Mapping[str, str] | None = None,
-        ok: Collection[int] = (200,),
-        content_types: Collection[str] | None = None,
-    ) -> Response:
-        self.calls.append((method, str(url), data))
-        status, body = self.answers.pop(0)
-        if status not in ok:
-            raise StatusFailure(status, f"unexpected HTTP status {status}")
-        headers_ = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
-        return Response(status, headers_, body)
+def created(service_id: str = "id/1") -> Answer:
+    return Answer(body=orjson.dumps({"_id": service_id, "_access_number": "8003449999"}))
 
 
-def created(service_id: str = "id/1") -> tuple[int, bytes]:
-    return 200, orjson.dumps({"_id": service_id, "_access_number": "8003449999"})
+def status(value: str) -> Answer:
+    return Answer(body=orjson.dumps({"status": value, "dialog": "/x.html"}))
 
 
-def status(value: str) -> tuple[int, bytes]:
-    return 200, orjson.dumps({"status": value, "dialog": "/x.html"})
-
-
-def probe_of(t: gms_probe.GmsProbeTarget, client: FakeClient) -> Any:
-    specs = SOURCES["gms_probe"].jobs(t, client)
+def probe_of(server: Server, **overrides: Any) -> Any:
+    cfg = parse_config({"targets": [target_data(url=server.url, **overrides)]})
+    t = cfg.targets[0]
+    assert isinstance(t, gms_probe.GmsProbeTarget)
+    specs = SOURCES["gms_probe"].jobs(t, server.client(t, cfg))
     assert len(specs) == 1
     assert specs[0].endpoint == "probe"
     assert specs[0].subject == {"gms_service": t.gms_service}
@@ -191,17 +156,23 @@ def success_of(target: str, service: str) -> float | None:
     return None
 
 
-async def test_probe_creates_then_asks_status() -> None:
-    t = config_of(name="unit-ok")
-    client = FakeClient([created("39a98e24/x"), status("waiting-for-agent")])
-    poll = probe_of(t, client)
+URLENCODED = "application/x-www-form-urlencoded"
+
+
+async def test_probe_creates_then_asks_status(server: Server) -> None:
+    server.answer(created("39a98e24/x"), status("waiting-for-agent"))
+    poll = probe_of(server, name="unit-ok")
     assert success_of("unit-ok", "request-interaction") is None  # not probed yet
     reading = await poll()
-    assert [c[:2] for c in client.calls] == [
-        ("POST", "http://gms.example.com:8080/genesys/1/service/request-interaction"),
-        ("POST", "http://gms.example.com:8080/genesys/1/service/39a98e24%2Fx/status"),
+    assert [(r.method, r.url) for r in server.requests] == [
+        ("POST", f"{server.url}/genesys/1/service/request-interaction"),
+        ("POST", f"{server.url}/genesys/1/service/39a98e24%2Fx/status"),
     ]
-    assert client.calls[0][2] == {"_phone_number": "6504669999"}
+    assert [(r.content_type, r.form) for r in server.requests] == [
+        (URLENCODED, {"_phone_number": "6504669999"}),
+        (URLENCODED, {}),
+    ]
+    assert {r.headers["Accept"] for r in server.requests} == {"application/json"}
     samples = list(reading.samples())
     assert [s[:2] for s in samples] == [
         (gms_probe.STEP_DURATION, ',step="create"'),
@@ -213,9 +184,11 @@ async def test_probe_creates_then_asks_status() -> None:
     assert success_of("unit-ok", "request-interaction") == 1.0
 
 
-async def test_unexpected_status_is_a_failed_probe_not_a_failed_poll() -> None:
-    t = config_of(name="unit-unexpected", expected_statuses=["waiting-for-agent", "connected"])
-    poll = probe_of(t, FakeClient([created(), status("failed")]))
+async def test_unexpected_status_is_a_failed_probe_not_a_failed_poll(server: Server) -> None:
+    server.answer(created(), status("failed"))
+    poll = probe_of(
+        server, name="unit-unexpected", expected_statuses=["waiting-for-agent", "connected"]
+    )
     reading = await poll()
     statuses = {extra: v for name, extra, v in reading.samples() if name != gms_probe.STEP_DURATION}
     assert statuses == {
@@ -226,28 +199,28 @@ async def test_unexpected_status_is_a_failed_probe_not_a_failed_poll() -> None:
     assert success_of("unit-unexpected", "request-interaction") == 0.0
 
 
-async def test_without_status_request_creating_is_success() -> None:
-    t = config_of(name="unit-create-only", status_request=None, expected_statuses=[])
-    client = FakeClient([created()])
-    poll = probe_of(t, client)  # a job holds its poll, and so the probe's state
+async def test_without_status_request_creating_is_success(server: Server) -> None:
+    server.answer(created())
+    # a job holds its poll, and so the probe's state
+    poll = probe_of(server, name="unit-create-only", status_request=None, expected_statuses=[])
     reading = await poll()
-    assert len(client.calls) == 1
+    assert len(server.requests) == 1
     assert [s[1] for s in reading.samples()] == [',step="create"']
     assert reading.watched() == {}
     assert success_of("unit-create-only", "request-interaction") == 1.0
 
 
-async def test_any_status_is_success_without_expected_statuses() -> None:
-    t = config_of(name="unit-any", expected_statuses=[])
-    poll = probe_of(t, FakeClient([created(), status("whatever")]))
+async def test_any_status_is_success_without_expected_statuses(server: Server) -> None:
+    server.answer(created(), status("whatever"))
+    poll = probe_of(server, name="unit-any", expected_statuses=[])
     reading = await poll()
     assert (gms_probe.SERVICE_STATUS, ',status="whatever"', 1.0) in list(reading.samples())
     assert success_of("unit-any", "request-interaction") == 1.0
 
 
-async def test_404_names_the_service_and_the_probe_fails() -> None:
-    t = config_of(name="unit-404", gms_service="request-nothing")
-    poll = probe_of(t, FakeClient([(404, b"Not Found")]))
+async def test_404_names_the_service_and_the_probe_fails(server: Server) -> None:
+    server.answer(Answer(404, b"Not Found", "text/plain"))
+    poll = probe_of(server, name="unit-404", gms_service="request-nothing")
     with pytest.raises(StatusFailure) as info:
         await poll()
     assert info.value.reason == "http_status"
@@ -255,10 +228,9 @@ async def test_404_names_the_service_and_the_probe_fails() -> None:
     assert success_of("unit-404", "request-nothing") == 0.0
 
 
-async def test_failed_poll_after_success_sets_probe_success_to_zero() -> None:
-    t = config_of(name="unit-flip")
-    client = FakeClient([created(), status("waiting-for-agent"), created(), (200, b"{")])
-    poll = probe_of(t, client)
+async def test_failed_poll_after_success_sets_probe_success_to_zero(server: Server) -> None:
+    server.answer(created(), status("waiting-for-agent"), created(), Answer(body=b"{"))
+    poll = probe_of(server, name="unit-flip")
     await poll()
     assert success_of("unit-flip", "request-interaction") == 1.0
     with pytest.raises(ParseFailure):
@@ -266,35 +238,37 @@ async def test_failed_poll_after_success_sets_probe_success_to_zero() -> None:
     assert success_of("unit-flip", "request-interaction") == 0.0
 
 
-async def test_timed_out_probe_is_a_failed_probe() -> None:
-    t = config_of(name="unit-timeout")
-    gate = asyncio.Event()
-
-    class Hanging(FakeClient):
-        async def request(self, *args: Any, **kwargs: Any) -> Response:
-            await gate.wait()
-            raise AssertionError("unreachable")
-
-    poll = probe_of(t, Hanging([]))
+async def test_timed_out_probe_is_a_failed_probe(server: Server) -> None:
+    server.answer(Answer(hang=True))  # the server never answers the create request
+    poll = probe_of(server, name="unit-timeout")
     task = asyncio.create_task(poll())
-    await asyncio.sleep(0)
+    async with asyncio.timeout(30):  # a guard, not a measurement
+        await server.hanging.wait()
+    _, pending = await asyncio.wait({task}, timeout=0.05)
+    assert pending == {task}  # still waiting for the answer
     task.cancel()  # what the scheduler does at the timeout
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert [(r.method, r.raw_path) for r in server.requests] == [
+        ("POST", "/genesys/1/service/request-interaction")
+    ]
     assert success_of("unit-timeout", "request-interaction") == 0.0
 
 
-async def test_multipart_form() -> None:
-    t = config_of(name="unit-multipart", form_encoding="multipart")
-    client = FakeClient([created(), status("waiting-for-agent")])
-    await probe_of(t, client)()
-    assert isinstance(client.calls[0][2], aiohttp.FormData)
-    assert isinstance(client.calls[1][2], aiohttp.FormData)
+async def test_multipart_form(server: Server) -> None:
+    server.answer(created(), status("waiting-for-agent"))
+    await probe_of(server, name="unit-multipart", form_encoding="multipart")()
+    assert [(r.content_type.partition(";")[0], r.form) for r in server.requests] == [
+        ("multipart/form-data", {"_phone_number": "6504669999"}),
+        ("multipart/form-data", {}),
+    ]
 
 
 def test_probe_state_lives_as_long_as_its_job() -> None:
     t = config_of(name="unit-gone")
-    poll = probe_of(t, FakeClient([]))
+    http = HttpClient()  # never opens a session: nothing is polled
+    client = http.for_target(t, max_response_size=1 << 20)
+    poll = SOURCES["gms_probe"].jobs(t, client)[0].poll
     assert ("unit-gone", "request-interaction") in gms_probe._STATES
     del poll
     gc.collect()
