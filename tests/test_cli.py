@@ -204,7 +204,7 @@ def test_library_warnings_and_stdlib_logs_are_json_too() -> None:
     assert "hunter2" not in result.stderr
 
 
-def test_demo_shows_values_that_change() -> None:
+def test_demo_shows_every_vendor_with_values_that_change() -> None:
     port = free_port()
     proc = subprocess.Popen(
         [*CCWATCH, "demo", "--web.listen-address", f"127.0.0.1:{port}"],
@@ -212,14 +212,24 @@ def test_demo_shows_values_that_change() -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    vendors = (
+        "ccwatch_ece_",
+        "ccwatch_context_service_",
+        "ccwatch_genesys_",
+        "ccwatch_gms_",
+        "ccwatch_alvaria_",
+    )
     try:
         url = f"http://127.0.0.1:{port}/metrics"
         wait_until_up(url, proc)
         first: dict[str, str] = {}
-        deadline = time.monotonic() + 60
         changed = False
-        while time.monotonic() < deadline and not changed:
-            lines = [ln for ln in get(url)[1].splitlines() if ln.startswith("ccwatch_ece_")]
+        seen: set[str] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (changed and len(seen) == len(vendors)):
+            text = get(url)[1]
+            seen |= {v for v in vendors if f"\n{v}" in text}
+            lines = [ln for ln in text.splitlines() if ln.startswith("ccwatch_ece_")]
             current = dict(ln.rsplit(" ", 1) for ln in lines)
             for key, value in current.items():
                 first.setdefault(key, value)
@@ -228,6 +238,7 @@ def test_demo_shows_values_that_change() -> None:
             time.sleep(1)
         assert first, "the demo exported no ECE metrics"
         assert changed, "no ECE value changed within a minute"
+        assert seen == set(vendors)
     finally:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
