@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -115,6 +116,7 @@ class Daemon:
             self.store,
             max_concurrency=config.scheduler.max_concurrency,
         )
+        self.history = self.scheduler.history  # kept across reloads
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -176,6 +178,9 @@ class Daemon:
     def _delayed_total(self) -> int:
         return self._delayed_before_reload + self.scheduler.delayed_total
 
+    def recent_events(self) -> list[dict[str, Any]]:
+        return list(self.history)
+
     async def reload(self) -> str | None:
         if self.config_path is None:
             return "no configuration file to reload (started without --config.file)"
@@ -205,7 +210,10 @@ class Daemon:
         self._delayed_before_reload += old.delayed_total
         self.config = config
         self.scheduler = Scheduler(
-            jobs, self.store, max_concurrency=config.scheduler.max_concurrency
+            jobs,
+            self.store,
+            max_concurrency=config.scheduler.max_concurrency,
+            history=self.history,
         )
         self.scheduler.start()
         self._last_reload_ok = True

@@ -47,6 +47,8 @@ BACKOFF = (1.0, 2.0, 4.0)
 MAX_RETRY_AFTER = 3600.0
 #: First polls are spread over min(interval, this), so long intervals still start soon.
 MAX_INITIAL_SPREAD = 60.0
+#: Transition events kept for ``/logs``.
+HISTORY = 500
 #: Width of a timer-wheel slot in seconds.
 RESOLUTION = 0.02
 
@@ -165,11 +167,14 @@ class Scheduler:
         *,
         max_concurrency: int,
         wall_clock: Callable[[], float] = time.time,
+        history: deque[dict[str, Any]] | None = None,
     ) -> None:
         self.jobs = list(jobs)
         self.store = store
         self.max_concurrency = max_concurrency
         self._wall = wall_clock
+        #: The most recent transition events (also logged), newest last, for ``/logs``.
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY) if history is None else history
         self._waiting: deque[Job] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -362,6 +367,11 @@ class Scheduler:
 
     # ----------------------------------------------------------------- recording
 
+    def _event(self, level: str, event: str, **fields: Any) -> None:
+        """Log a transition, and keep it in :attr:`history`."""
+        getattr(log, level)(event, **fields)
+        self.history.append({"timestamp": self._wall(), "level": level, "event": event, **fields})
+
     def _record_success(self, job: Job, reading: Reading, duration: float) -> None:
         store = self.store
         key = job.id
@@ -388,7 +398,8 @@ class Scheduler:
             POLL_LAST_SUCCESS, key, f"{POLL_LAST_SUCCESS}{{{job.poll_labels}}} {now!r}\n".encode()
         )
         if job.failures:
-            log.info(
+            self._event(
+                "info",
                 "poll_recovered",
                 **job.log_fields,
                 failed_polls=job.failures,
@@ -402,7 +413,7 @@ class Scheduler:
         if watched:
             if job.watched is not None and watched != job.watched:
                 previous = {f"previous_{k}": v for k, v in job.watched.items()}
-                log.info("state_changed", **job.log_fields, **watched, **previous)
+                self._event("info", "state_changed", **job.log_fields, **watched, **previous)
             job.watched = dict(watched)
 
     def _record_failure(self, job: Job, error: PollError, duration: float) -> None:
@@ -432,9 +443,12 @@ class Scheduler:
                 fields["retry_after_seconds"] = error.retry_after
             if job.failures == 1:
                 job.failing_since = self._wall()
-                log.warning("poll_failing", **fields)
+                self._event("warning", "poll_failing", **fields)
             else:
-                log.warning(
-                    "poll_failure_reason_changed", **fields, previous_reason=job.last_reason
+                self._event(
+                    "warning",
+                    "poll_failure_reason_changed",
+                    **fields,
+                    previous_reason=job.last_reason,
                 )
         job.last_reason = reason

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
 from ccwatch import __version__
@@ -22,6 +23,8 @@ class Exporter(Protocol):
     def readiness(self) -> str: ...
 
     def metric_chunks(self, *, openmetrics: bool) -> Iterator[bytes]: ...
+
+    def recent_events(self) -> list[dict[str, Any]]: ...
 
     async def reload(self) -> str | None:
         """Reload the configuration; return None on success, else the error text."""
@@ -39,6 +42,7 @@ _LANDING = """<!doctype html>
 <li><a href="metrics">Metrics</a></li>
 <li><a href="-/healthy">Health</a></li>
 <li><a href="-/ready">Readiness</a></li>
+<li><a href="logs">Recent events</a> (polls failing and recovering, state changes)</li>
 </ul>
 <p>POST <code>/-/reload</code> (or send SIGHUP) to reload the configuration.</p>
 </body></html>
@@ -91,6 +95,18 @@ def build_app(exporter: Exporter) -> web.Application:
             return web.Response(text="configuration reloaded\n")
         return web.Response(status=500, text=f"failed to reload config: {error}\n")
 
+    async def recent(request: web.Request) -> web.Response:
+        """Recent transitions (failing, recovered, state changes), newest last, as JSON lines.
+
+        ``?target=NAME`` keeps one target's.
+        """
+        target = request.query.get("target")
+        events = [
+            e for e in exporter.recent_events() if target is None or e.get("target") == target
+        ]
+        body = b"".join(orjson.dumps(e, default=str) + b"\n" for e in events)
+        return web.Response(body=body, content_type="application/x-ndjson")
+
     async def landing(_: web.Request) -> web.Response:
         return web.Response(text=_LANDING.format(version=__version__), content_type="text/html")
 
@@ -101,6 +117,7 @@ def build_app(exporter: Exporter) -> web.Application:
         ("GET", "/-/ready", ready),
         ("POST", "/-/reload", reload),
         ("PUT", "/-/reload", reload),
+        ("GET", "/logs", recent),
         ("GET", "/", landing),
     ]
     for method, path, handler in handlers:

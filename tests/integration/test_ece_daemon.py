@@ -406,3 +406,26 @@ async def test_reload_keeps_unchanged_jobs(sim: Sim, tmp_path: Path) -> None:
             assert s.value("ccwatch_jobs", source="ece") == 2.0
     finally:
         await instance.stop()
+
+
+async def test_recent_transitions_at_logs(sim: Sim) -> None:
+    import json
+
+    config = ece_config(sim, endpoints=["chatAllowed"])
+    async with daemon(config) as d:
+        await d.wait_for(lambda s: len(s.series("ccwatch_ece_chat_allowed")) == 2)
+        await sim.fault("/entrypoint/chatAllowed/1001", "status", status=500)
+        await d.wait_for(lambda s: s.value("ccwatch_poll_success", entry_point="1001") == 0.0)
+        await sim.clear_faults()
+        await d.wait_for(lambda s: s.value("ccwatch_poll_success", entry_point="1001") == 1.0)
+        status, text = await d.get("/logs")
+        assert status == 200
+        events = [json.loads(line) for line in text.splitlines()]
+        names = [(e["event"], e["entry_point"]) for e in events]
+        assert names == [("poll_failing", "1001"), ("poll_recovered", "1001")]
+        assert events[0]["reason"] == "http_status"
+        assert events[0]["target"] == "ece"
+        assert events[0]["timestamp"] <= events[1]["timestamp"]
+        status, text = await d.get("/logs?target=other")
+        assert status == 200
+        assert text == ""
