@@ -37,12 +37,14 @@ def _vendor_options(
 ) -> dict[str, dict[str, Any]]:
     """Split ``<vendor>_<option>`` keyword arguments by vendor."""
     per_vendor: dict[str, dict[str, Any]] = {v.NAME: {} for v in vendors}
+    accepted = {v.NAME: set(v.OPTIONS) for v in vendors}
     by_length = sorted(per_vendor, key=len, reverse=True)
     for key, value in options.items():
         name = next((n for n in by_length if key.startswith(f"{n}_")), None)
-        if name is None:
+        option = key[len(name) + 1 :] if name is not None else ""
+        if name is None or option not in accepted[name]:
             raise TypeError(f"build_app() got an unexpected keyword argument {key!r}")
-        per_vendor[name][key[len(name) + 1 :]] = value
+        per_vendor[name][option] = value
     return per_vendor
 
 

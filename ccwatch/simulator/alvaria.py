@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
     "NAME",
+    "OPTIONS",
     "TOKEN_PATH",
     "AlvariaModel",
     "setup",
@@ -469,7 +470,15 @@ async def _unfreeze(request: web.Request) -> web.Response:
 
 # --------------------------------------------------------------------------- vendor API
 
-_OPTIONS: Final = ("orgs", "client_id", "client_secret", "api_key", "token_ttl", "settings")
+#: The options ``build_app`` takes for this vendor, as ``alvaria_<option>``.
+OPTIONS: tuple[str, ...] = (
+    "orgs",
+    "client_id",
+    "client_secret",
+    "api_key",
+    "token_ttl",
+    "settings",
+)
 
 
 def setup(
@@ -482,9 +491,6 @@ def setup(
     """Add the Alvaria routes. Options: ``orgs`` (organization ids), ``client_id``,
     ``client_secret``, ``api_key``, ``token_ttl`` (seconds), ``settings`` (initial count
     per organization)."""
-    extra = sorted(set(options) - set(_OPTIONS))
-    if extra:
-        raise TypeError(f"unknown Alvaria simulator options: {[f'{NAME}_{o}' for o in extra]}")
     orgs = tuple(options.get("orgs", DEFAULT_ORGS))
     if not orgs or not all(isinstance(o, str) and o for o in orgs):
         raise TypeError("Alvaria organization ids must be non-empty strings")

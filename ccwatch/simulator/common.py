@@ -27,6 +27,11 @@ class Vendor(Protocol):
         """Short name: key in ``/-/sim/state``, prefix of ``build_app`` options."""
         ...
 
+    @property
+    def OPTIONS(self) -> tuple[str, ...]:
+        """The options ``setup`` accepts; ``build_app`` refuses any other."""
+        ...
+
     def setup(
         self,
         app: web.Application,
@@ -38,7 +43,7 @@ class Vendor(Protocol):
         """Add the vendor's routes, state and background tick task to ``app``.
 
         ``options`` holds the ``build_app`` keyword arguments named ``<NAME>_<option>``,
-        with the prefix removed. Unknown options must raise :class:`TypeError`.
+        with the prefix removed. ``build_app`` has refused any not in ``OPTIONS``.
         """
         ...
 

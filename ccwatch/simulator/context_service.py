@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_PASSWORD",
     "DEFAULT_USERNAME",
     "NAME",
+    "OPTIONS",
     "PATH",
     "ContextServiceModel",
     "setup",
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 NAME = "context_service"
+#: The options ``build_app`` takes for this vendor, as ``context_service_<option>``.
+OPTIONS: tuple[str, ...] = ("username", "password")
 PATH: Final = "/unifiedconfig/config/contextserviceregistration"
 CONTENT_TYPE: Final = "application/xml"
 DEFAULT_USERNAME: Final = "administrator"
@@ -255,11 +258,6 @@ def setup(
     Options: ``username`` and ``password`` of the basic auth login (defaults
     :data:`DEFAULT_USERNAME`, :data:`DEFAULT_PASSWORD`).
     """
-    extra = sorted(set(options) - {"username", "password"})
-    if extra:
-        raise TypeError(
-            f"unknown Context Service simulator options: {[f'{NAME}_{o}' for o in extra]}"
-        )
     username = options.get("username", DEFAULT_USERNAME)
     password = options.get("password", DEFAULT_PASSWORD)
     if not isinstance(username, str) or not isinstance(password, str):

@@ -41,6 +41,7 @@ __all__ = [
     "ECE_KEY",
     "ENDPOINTS",
     "NAME",
+    "OPTIONS",
     "PREFIX",
     "EceModel",
     "EntryPointState",
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 NAME = "ece"
+#: The options ``build_app`` takes for this vendor, as ``ece_<option>``.
+OPTIONS: tuple[str, ...] = ("entry_points",)
 DEFAULT_ENTRY_POINTS: Final = (1000, 1001, 1002, 1003)
 #: The daemon is configured with ``http://HOST:PORT/system`` and appends the ECE path.
 BASE_PATH: Final = "/system"
@@ -505,9 +508,6 @@ def setup(
     options: Mapping[str, Any],
 ) -> None:
     """Add the ECE routes, state and tick task. Option: ``entry_points`` (ints)."""
-    extra = sorted(set(options) - {"entry_points"})
-    if extra:
-        raise TypeError(f"unknown ECE simulator options: {[f'{NAME}_{o}' for o in extra]}")
     entry_points = options.get("entry_points", DEFAULT_ENTRY_POINTS)
     ids: list[int] = []
     for ep_id in entry_points:

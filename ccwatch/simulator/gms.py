@@ -41,9 +41,20 @@ from aiohttp import web
 
 from .common import CONTROL_PREFIX, add_ticker, json_body, json_error
 
-__all__ = ["DEFAULT_SERVICES", "GMS_KEY", "NAME", "STATUSES", "GmsModel", "setup", "snapshot"]
+__all__ = [
+    "DEFAULT_SERVICES",
+    "GMS_KEY",
+    "NAME",
+    "OPTIONS",
+    "STATUSES",
+    "GmsModel",
+    "setup",
+    "snapshot",
+]
 
 NAME = "gms"
+#: The options ``build_app`` takes for this vendor, as ``gms_<option>``.
+OPTIONS: tuple[str, ...] = ("services",)
 PREFIX: Final = "/genesys/1/service"
 DEFAULT_SERVICES: Final = ("request-interaction", "request-inbound-poll", "request-callback")
 #: status -> the dialog GMS names with it
@@ -237,9 +248,6 @@ def setup(
     options: Mapping[str, Any],
 ) -> None:
     """Add the GMS Service API routes. Option: ``services`` (the configured names)."""
-    extra = sorted(set(options) - {"services"})
-    if extra:
-        raise TypeError(f"unknown GMS simulator options: {[f'{NAME}_{o}' for o in extra]}")
     services = tuple(options.get("services", DEFAULT_SERVICES))
     if not all(isinstance(s, str) and s for s in services):
         raise TypeError("GMS service names must be non-empty strings")
