@@ -1,24 +1,29 @@
 """Test harness: the simulator and the daemon over real sockets on 127.0.0.1.
 
 - :func:`simulator` starts the vendor simulator on a free port; :class:`Sim` drives its
-  control API (faults, entry point state).
+  control API (faults, entry point state). :func:`serving` does the same with the
+  ``build_app`` options exactly as given, for a subclass of :class:`Sim`.
 - :func:`daemon` starts a :class:`~ccwatch.daemon.Daemon` on a free port from a config
   dict; :meth:`Running.scrape` fetches /metrics over HTTP and parses it with
   prometheus_client's parser into :class:`Scrape`, whose :meth:`Scrape.value` works like
   ``CollectorRegistry.get_sample_value``.
 - :meth:`Running.wait_for` polls a condition on fresh scrapes, with a deadline.
+- :func:`fail_with_one_reason`, :func:`wait_polled_again` and
+  :func:`assert_failed_once_then_recovered` are the steps of the vendor daemon tests'
+  "a bad answer fails one job with one reason" case.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -33,13 +38,16 @@ class Sim:
 
     url: str
     session: aiohttp.ClientSession
+    runner: web.AppRunner
 
     async def fault(self, path: str, kind: str, **params: Any) -> int:
         async with self.session.post(
             f"{self.url}/-/sim/faults", json={"path": path, "kind": kind, **params}
         ) as resp:
             assert resp.status == 200, await resp.text()
-            return int((await resp.json())["id"])
+            fault_id = (await resp.json())["id"]
+            assert isinstance(fault_id, int)
+            return fault_id
 
     async def clear_faults(self) -> None:
         async with self.session.delete(f"{self.url}/-/sim/faults") as resp:
@@ -55,22 +63,31 @@ class Sim:
 
     async def state(self) -> dict[str, Any]:
         async with self.session.get(f"{self.url}/-/sim/state") as resp:
-            result: dict[str, Any] = await resp.json()
+            result = await resp.json()
+            assert isinstance(result, dict)
             return result
+
+
+S = TypeVar("S", bound=Sim)
+
+
+@asynccontextmanager
+async def serving(client: type[S], **kwargs: Any) -> AsyncIterator[S]:
+    """``client`` for the simulator on 127.0.0.1, ``kwargs`` going to ``build_app`` as given."""
+    runner = await serve("127.0.0.1", 0, **kwargs)
+    try:
+        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+        async with aiohttp.ClientSession() as session:
+            yield client(f"http://127.0.0.1:{port}", session, runner)
+    finally:
+        await runner.cleanup()
 
 
 @asynccontextmanager
 async def simulator(**kwargs: Any) -> AsyncIterator[Sim]:
     """The simulator on 127.0.0.1, with evolution off unless ``tick`` is given."""
-    kwargs.setdefault("tick", 0)
-    kwargs.setdefault("seed", 1)
-    runner = await serve("127.0.0.1", 0, **kwargs)
-    try:
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        async with aiohttp.ClientSession() as session:
-            yield Sim(f"http://127.0.0.1:{port}", session)
-    finally:
-        await runner.cleanup()
+    async with serving(Sim, **{"tick": 0, "seed": 1, **kwargs}) as sim:
+        yield sim
 
 
 class Scrape:
@@ -140,3 +157,60 @@ async def daemon(config: Mapping[str, Any]) -> AsyncIterator[Running]:
             yield Running(instance, f"http://{host}:{port}", session)
     finally:
         await instance.stop()
+
+
+POLL_ERRORS = "ccwatch_poll_errors_total"
+LAST_SUCCESS = "ccwatch_poll_last_success_timestamp_seconds"
+
+
+async def fail_with_one_reason(
+    d: Running, sim: Sim, path: str, fault: Mapping[str, Any], reason: str, job: Mapping[str, str]
+) -> Scrape:
+    """Inject ``fault`` at ``path``; wait until ``job`` has failed twice with ``reason``.
+
+    Asserts that the job's ``ccwatch_poll_success`` is 0 and that ``reason`` is the only
+    reason its ``ccwatch_poll_errors_total`` counts. Returns that scrape.
+    """
+    await sim.fault(path, **fault)
+    s = await d.wait_for(
+        lambda s: (s.value(POLL_ERRORS, reason=reason, **job) or 0) >= 2,
+        what=f"two {reason} failures",
+    )
+    assert s.value("ccwatch_poll_success", **job) == 0.0
+    # exactly one reason
+    reasons = {x.labels["reason"] for x in s.series(POLL_ERRORS, **job)}
+    assert reasons == {reason}
+    return s
+
+
+async def wait_polled_again(
+    d: Running, s: Scrape, jobs: Sequence[Mapping[str, str]], what: str
+) -> Scrape:
+    """Wait until every one of ``jobs``, each with a last success in ``s``, succeeds again."""
+    stamps: list[float] = []
+    for job in jobs:
+        stamp = s.value(LAST_SUCCESS, **job)
+        assert stamp is not None, job
+        stamps.append(stamp)
+
+    def again(now: Scrape) -> bool:
+        latest = [now.value(LAST_SUCCESS, **job) or 0 for job in jobs]
+        return all(b > a for a, b in zip(stamps, latest, strict=True))
+
+    return await d.wait_for(again, what=what)
+
+
+def assert_failed_once_then_recovered(
+    events: Sequence[MutableMapping[str, Any]], reason: str, **labels: str
+) -> MutableMapping[str, Any]:
+    """One ``poll_failing`` event with ``reason`` and ``labels``, no reason change, and one
+    ``poll_recovered`` from ``reason`` among the captured ``events``. Returns the first."""
+    failing = [e for e in events if e["event"] == "poll_failing"]
+    assert len(failing) == 1, failing
+    assert failing[0]["reason"] == reason
+    assert {key: failing[0].get(key) for key in labels} == labels
+    assert not [e for e in events if e["event"] == "poll_failure_reason_changed"]
+    recovered = [e for e in events if e["event"] == "poll_recovered"]
+    assert len(recovered) == 1
+    assert recovered[0]["previous_reason"] == reason
+    return failing[0]

@@ -17,6 +17,7 @@ import structlog
 
 from ccwatch.config import parse_config
 from ccwatch.simulator.alvaria import TOKEN_PATH
+from tests import harness
 from tests.harness import Scrape, Sim, daemon, simulator
 
 CLIENT_ID = "ccwatch-it"
@@ -286,49 +287,18 @@ async def test_a_bad_answer_fails_one_job_with_one_reason(
     async with daemon(config(*targets)) as d:
         await d.wait_for(lambda s: all_ok(name)(s) and all_ok(other)(s))
         with structlog.testing.capture_logs() as events:
-            await sim.fault(CUSTOMERS_A, **fault)
-            s = await d.wait_for(
-                lambda s: (s.value("ccwatch_poll_errors_total", reason=reason, **job) or 0) >= 2,
-                what=f"two {reason} failures",
-            )
-            assert s.value("ccwatch_poll_success", **job) == 0.0
+            s = await harness.fail_with_one_reason(d, sim, CUSTOMERS_A, fault, reason, job)
             # the failed job's series are gone; the target's other jobs keep theirs
             assert s.value(ITEMS, target=name, collection="customers") is None
             assert s.value(ITEMS, target=name, collection="settings") is not None
             assert s.value(EXPIRED, target=name) is not None
-            reasons = {x.labels["reason"] for x in s.series("ccwatch_poll_errors_total", **job)}
-            assert reasons == {reason}
             # other targets keep going
-            last = s.value(
-                "ccwatch_poll_last_success_timestamp_seconds", target=other, endpoint="customers"
-            )
-            assert last is not None
-            await d.wait_for(
-                lambda s: (
-                    (
-                        s.value(
-                            "ccwatch_poll_last_success_timestamp_seconds",
-                            target=other,
-                            endpoint="customers",
-                        )
-                        or 0
-                    )
-                    > last
-                ),
-                what="the other target polled again",
-            )
+            other_job = {"target": other, "endpoint": "customers"}
+            await harness.wait_polled_again(d, s, [other_job], what="the other target polled again")
             await sim.clear_faults()
             s = await d.wait_for(lambda s: s.value("ccwatch_poll_success", **job) == 1.0)
             assert s.value(ITEMS, target=name, collection="customers") is not None
-        failing = [e for e in events if e["event"] == "poll_failing"]
-        assert len(failing) == 1, failing
-        assert failing[0]["reason"] == reason
-        assert failing[0]["target"] == name
-        assert failing[0]["endpoint"] == "customers"
-        assert not [e for e in events if e["event"] == "poll_failure_reason_changed"]
-        recovered = [e for e in events if e["event"] == "poll_recovered"]
-        assert len(recovered) == 1
-        assert recovered[0]["previous_reason"] == reason
+        harness.assert_failed_once_then_recovered(events, reason, target=name, endpoint="customers")
         # an API answer is not a token failure
         assert s.value(TOKEN_FAILURES, target=name) == 0.0
 

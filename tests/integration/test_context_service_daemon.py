@@ -10,6 +10,7 @@ import pytest
 import structlog
 
 from ccwatch.simulator.context_service import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from tests import harness
 from tests.harness import Scrape, Sim, daemon, simulator
 
 ENDPOINT = "contextserviceregistration"
@@ -179,25 +180,14 @@ async def test_a_bad_answer_gives_one_reason_and_one_log_event(
     async with daemon(cs_config(sim)) as d:
         await d.wait_for(both_polled)
         with structlog.testing.capture_logs() as events:
-            await sim.fault("/unifiedconfig/config/contextserviceregistration", **fault)
-            s = await d.wait_for(
-                lambda s: (s.value("ccwatch_poll_errors_total", reason=reason, **JOB) or 0) >= 2,
-                what=f"two {reason} failures",
-            )
-            assert s.value("ccwatch_poll_success", **JOB) == 0.0
+            path = "/unifiedconfig/config/contextserviceregistration"
+            s = await harness.fail_with_one_reason(d, sim, path, fault, reason, JOB)
             # the failed poll's series are gone, not stale
             assert s.series(REGISTRATION) == []
             assert s.series(INFO) == []
-            # exactly one reason
-            reasons = {x.labels["reason"] for x in s.series("ccwatch_poll_errors_total", **JOB)}
-            assert reasons == {reason}
             # the other target keeps going
-            stamp = s.value("ccwatch_poll_last_success_timestamp_seconds", target="ece")
-            s = await d.wait_for(
-                lambda s: (
-                    s.value("ccwatch_poll_last_success_timestamp_seconds", target="ece") != stamp
-                ),
-                what="the ECE target polled again",
+            s = await harness.wait_polled_again(
+                d, s, [{"target": "ece"}], what="the ECE target polled again"
             )
             assert s.value("ccwatch_poll_success", target="ece") == 1.0
             assert s.value("ccwatch_ece_available_slots", target="ece") is not None
@@ -206,15 +196,9 @@ async def test_a_bad_answer_gives_one_reason_and_one_log_event(
             s = await d.wait_for(state_is("registered"), what="recovery")
             assert s.value("ccwatch_poll_success", **JOB) == 1.0
             assert s.value(INFO, target="cs", management_url=MANAGEMENT_URL) == 1.0
-        failing = [e for e in events if e["event"] == "poll_failing"]
-        assert len(failing) == 1, failing
-        assert failing[0]["reason"] == reason
-        assert detail in failing[0]["error"]
-        assert failing[0]["target"] == "cs"
-        assert failing[0]["endpoint"] == ENDPOINT
-        assert not [e for e in events if e["event"] == "poll_failure_reason_changed"]
-        recovered = [e for e in events if e["event"] == "poll_recovered"]
-        assert len(recovered) == 1
-        assert recovered[0]["previous_reason"] == reason
+        failing = harness.assert_failed_once_then_recovered(
+            events, reason, target="cs", endpoint=ENDPOINT
+        )
+        assert detail in failing["error"]
         # the registration did not change: no state change logged on recovery
         assert not [e for e in events if e["event"] == "state_changed"]

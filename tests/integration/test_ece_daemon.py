@@ -18,6 +18,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 
+from tests import harness
 from tests.harness import Running, Scrape, Sim, daemon, simulator
 
 STATE = {
@@ -169,32 +170,20 @@ async def test_a_failing_poll_removes_its_series_and_counts_one_reason(
         await d.wait_for(lambda s: len(s.series("ccwatch_ece_available_slots")) == 2)
         job = {"target": "ece", "endpoint": "capacity", "entry_point": "1000"}
         with structlog.testing.capture_logs() as events:
-            await sim.fault("/entrypoint/capacity/1000", **fault)
-            s = await d.wait_for(
-                lambda s: (s.value("ccwatch_poll_errors_total", reason=reason, **job) or 0) >= 2,
-                what=f"two {reason} failures",
+            s = await harness.fail_with_one_reason(
+                d, sim, "/entrypoint/capacity/1000", fault, reason, job
             )
-            assert s.value("ccwatch_poll_success", **job) == 0.0
             # the failed poll's series are gone, not stale
             assert s.value("ccwatch_ece_available_slots", entry_point="1000") is None
             # every other job keeps going
             assert s.value("ccwatch_ece_available_slots", entry_point="1001") is not None
             assert s.value("ccwatch_poll_success", endpoint="chatAllowed", entry_point="1000") == 1
-            # exactly one reason
-            reasons = {x.labels["reason"] for x in s.series("ccwatch_poll_errors_total", **job)}
-            assert reasons == {reason}
             await sim.clear_faults()
             s = await d.wait_for(succeeded("capacity", "1000"), what="recovery")
             assert s.value("ccwatch_ece_available_slots", entry_point="1000") is not None
-        failing = [e for e in events if e["event"] == "poll_failing"]
-        assert len(failing) == 1, failing
-        assert failing[0]["reason"] == reason
-        assert failing[0]["target"] == "ece"
-        assert failing[0]["entry_point"] == "1000"
-        assert failing[0]["endpoint"] == "capacity"
-        recovered = [e for e in events if e["event"] == "poll_recovered"]
-        assert len(recovered) == 1
-        assert recovered[0]["previous_reason"] == reason
+        harness.assert_failed_once_then_recovered(
+            events, reason, target="ece", entry_point="1000", endpoint="capacity"
+        )
 
 
 async def test_a_slow_job_does_not_delay_the_others(sim: Sim) -> None:

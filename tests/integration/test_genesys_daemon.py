@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
+from tests import harness
 from tests.harness import Scrape, Sim, daemon, simulator
 
 ACTIVE = "ccwatch_genesys_active_services"
@@ -207,33 +208,19 @@ async def test_a_bad_answer_gives_one_reason_and_one_log_event(
     async with daemon(gms_config(sim)) as d:
         await d.wait_for(all_polled)
         with structlog.testing.capture_logs() as events:
-            await sim.fault("/genesys/1/cs/customers/ABC1234/services/active", **fault)
-            s = await d.wait_for(
-                lambda s: (s.value("ccwatch_poll_errors_total", reason=reason, **job) or 0) >= 2,
-                what=f"two {reason} failures",
-            )
-            assert s.value("ccwatch_poll_success", **job) == 0.0
+            path = "/genesys/1/cs/customers/ABC1234/services/active"
+            s = await harness.fail_with_one_reason(d, sim, path, fault, reason, job)
             # the failed poll's series are gone, not stale
             assert s.value(ACTIVE, **ABC) is None
             assert s.value(OLDEST, **ABC) is None
             assert s.series(BY_TYPE, **ABC) == []
-            # exactly one reason
-            reasons = {x.labels["reason"] for x in s.series("ccwatch_poll_errors_total", **job)}
-            assert reasons == {reason}
             # every other job keeps going, the same customer's completed job included
             others = (
                 {**ABC, "endpoint": "completed"},
                 {**DEF, "endpoint": "active"},
                 {**KEY, "endpoint": "active"},
             )
-            last = "ccwatch_poll_last_success_timestamp_seconds"
-            stamps = [s.value(last, **labels) for labels in others]
-
-            def others_polled_again(s: Scrape) -> bool:
-                now = [s.value(last, **labels) for labels in others]
-                return all(a != b for a, b in zip(now, stamps, strict=True))
-
-            s = await d.wait_for(others_polled_again, what="the other jobs polled again")
+            s = await harness.wait_polled_again(d, s, others, what="the other jobs polled again")
             assert s.value(COMPLETED, **ABC) == 2.0
             assert s.value(ACTIVE, **KEY) == 1.0
             assert s.value("ccwatch_poll_success", **job) == 0.0
@@ -244,14 +231,7 @@ async def test_a_bad_answer_gives_one_reason_and_one_log_event(
             )
             assert s.value(ACTIVE, **ABC) == 3.0
             assert s.value(BY_TYPE, service_type="400", **ABC) == 2.0
-        failing = [e for e in events if e["event"] == "poll_failing"]
-        assert len(failing) == 1, failing
-        assert failing[0]["reason"] == reason
-        assert detail in failing[0]["error"]
-        assert failing[0]["target"] == "gms"
-        assert failing[0]["endpoint"] == "active"
-        assert failing[0]["customer_id"] == "ABC1234"
-        assert not [e for e in events if e["event"] == "poll_failure_reason_changed"]
-        recovered = [e for e in events if e["event"] == "poll_recovered"]
-        assert len(recovered) == 1
-        assert recovered[0]["previous_reason"] == reason
+        failing = harness.assert_failed_once_then_recovered(
+            events, reason, target="gms", endpoint="active", customer_id="ABC1234"
+        )
+        assert detail in failing["error"]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import structlog
 
+from tests import harness
 from tests.harness import Scrape, Sim, daemon, simulator
 
 SUCCESS = "ccwatch_gms_probe_success"
@@ -184,38 +185,19 @@ async def test_a_bad_answer_fails_the_probe_with_one_reason(
     async with daemon(config(*targets)) as d:
         await d.wait_for(lambda s: polled(name)(s) and polled(other)(s))
         with structlog.testing.capture_logs() as events:
-            await sim.fault(CREATE_A, **fault)
-            s = await d.wait_for(
-                lambda s: (s.value("ccwatch_poll_errors_total", reason=reason, **job) or 0) >= 2,
-                what=f"two {reason} failures",
-            )
-            assert s.value("ccwatch_poll_success", **job) == 0.0
+            s = await harness.fail_with_one_reason(d, sim, CREATE_A, fault, reason, job)
             # the probe's verdict stays, at 0; the poll's own series are gone
             assert s.value(SUCCESS, target=name) == 0.0
             assert s.series(STEP, target=name) == []
             assert s.series(STATUS, target=name) == []
-            reasons = {x.labels["reason"] for x in s.series("ccwatch_poll_errors_total", **job)}
-            assert reasons == {reason}
             # the other probe keeps going
-            last = s.value("ccwatch_poll_last_success_timestamp_seconds", target=other)
-            assert last is not None
-            s = await d.wait_for(
-                lambda s: (
-                    (s.value("ccwatch_poll_last_success_timestamp_seconds", target=other) or 0)
-                    > last
-                ),
-                what="the other probe ran again",
+            s = await harness.wait_polled_again(
+                d, s, [{"target": other}], what="the other probe ran again"
             )
             assert s.value(SUCCESS, target=other) == 1.0
             await sim.clear_faults()
             s = await d.wait_for(lambda s: s.value(SUCCESS, target=name) == 1.0, what="recovery")
             assert s.value(STEP, target=name, step="create") is not None
-        failing = [e for e in events if e["event"] == "poll_failing"]
-        assert len(failing) == 1, failing
-        assert failing[0]["reason"] == reason
-        assert failing[0]["target"] == name
-        assert failing[0]["gms_service"] == "request-interaction"
-        assert not [e for e in events if e["event"] == "poll_failure_reason_changed"]
-        recovered = [e for e in events if e["event"] == "poll_recovered"]
-        assert len(recovered) == 1
-        assert recovered[0]["previous_reason"] == reason
+        harness.assert_failed_once_then_recovered(
+            events, reason, target=name, gms_service="request-interaction"
+        )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ from ccwatch.simulator.alvaria import (
 )
 from ccwatch.sources import alvaria_context_cookies as alvaria
 from tests.harness import Sim, simulator
+from tests.simulator.conftest import SimClient, StartSim
 
 API = "/via/v2/organizations/{org}/customerexperience/contextCookies/{collection}"
 CREDS = {
@@ -32,9 +32,8 @@ CREDS = {
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    async with simulator(alvaria_orgs=["orgA", "orgB"]) as s:
-        yield s
+async def sim(start_sim: StartSim) -> Sim:
+    return await start_sim(SimClient, tick=0, seed=1, alvaria_orgs=["orgA", "orgB"])
 
 
 async def token(sim: Sim, form: dict[str, str] | None = None, **kw: Any) -> tuple[int, Any]:

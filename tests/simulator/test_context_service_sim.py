@@ -6,16 +6,12 @@ import asyncio
 import base64
 import itertools
 import random
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from lxml import etree
 
-from ccwatch.simulator import build_app, serve
+from ccwatch.simulator import build_app
 from ccwatch.simulator.context_service import (
     CONTEXT_SERVICE_KEY,
     DEFAULT_PASSWORD,
@@ -24,6 +20,7 @@ from ccwatch.simulator.context_service import (
     ContextServiceModel,
 )
 from ccwatch.sources.context_service import Registration, parse_registration
+from tests.simulator.conftest import Reply, SimClient, StartSim
 
 
 def basic(username: str, password: str) -> dict[str, str]:
@@ -34,53 +31,21 @@ def basic(username: str, password: str) -> dict[str, str]:
 AUTH = basic(DEFAULT_USERNAME, DEFAULT_PASSWORD)
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        import json
-
-        return json.loads(self.body)
-
-
-@dataclass
-class Sim:
-    runner: web.AppRunner
-    base: str
-    session: aiohttp.ClientSession
-
+class Sim(SimClient):
     @property
     def model(self) -> ContextServiceModel:
         return self.runner.app[CONTEXT_SERVICE_KEY]
 
-    async def request(self, method: str, path: str, **kw: Any) -> Reply:
-        async with self.session.request(method, self.base + path, **kw) as resp:
-            return Reply(resp.status, dict(resp.headers), await resp.read())
-
     async def registration(self, auth: dict[str, str] | None = AUTH, **kw: Any) -> Reply:
         return await self.request("GET", PATH, headers=auth, **kw)
 
-    async def put(self, **fields: Any) -> Reply:
+    async def put_state(self, **fields: Any) -> Reply:
         return await self.request("PUT", "/-/sim/context_service", json=fields)
 
 
-async def _start(**kwargs: Any) -> AsyncIterator[Sim]:
-    runner = await serve("127.0.0.1", 0, **kwargs)
-    host, port = runner.addresses[0][:2]
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Sim(runner, f"http://{host}:{port}", session)
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    async for s in _start(seed=7, tick=0):
-        yield s
+async def sim(start_sim: StartSim) -> Sim:
+    return await start_sim(Sim, seed=7, tick=0)
 
 
 def children(body: bytes) -> list[str]:
@@ -118,37 +83,37 @@ async def test_odd_authorization_headers_are_refused(sim: Sim, header: str) -> N
     assert reply.status == 401
 
 
-async def test_other_credentials_as_options() -> None:
-    async for sim in _start(
-        tick=0, context_service_username="cs", context_service_password="pw:with:colons"
-    ):
-        assert (await sim.registration()).status == 401
-        reply = await sim.registration(auth=basic("cs", "pw:with:colons"))
-        assert reply.status == 200
+async def test_other_credentials_as_options(start_sim: StartSim) -> None:
+    sim = await start_sim(
+        Sim, tick=0, context_service_username="cs", context_service_password="pw:with:colons"
+    )
+    assert (await sim.registration()).status == 401
+    reply = await sim.registration(auth=basic("cs", "pw:with:colons"))
+    assert reply.status == 200
 
 
 async def test_callback_url_adds_the_documented_links(sim: Sim) -> None:
     reply = await sim.registration(params={"callbackUrl": "https://me.example.com/cb?x=1"})
     assert children(reply.body) == ["state", "managementUrl", "deregistrationUrl", "refURL"]
     assert b"callbackUrl=https%3A%2F%2Fme.example.com%2Fcb%3Fx%3D1" in reply.body
-    await sim.put(state="notRegistered")
+    await sim.put_state(state="notRegistered")
     reply = await sim.registration(params={"callbackUrl": "https://me.example.com/cb"})
     assert children(reply.body) == ["state", "registrationUrl", "refURL"]
 
 
 async def test_control_put_freezes_and_changes_the_answer(sim: Sim) -> None:
-    reply = await sim.put(state="notRegistered")
+    reply = await sim.put_state(state="notRegistered")
     assert reply.status == 200
     assert reply.json()["frozen"] is True
     body = (await sim.registration()).body
     assert children(body) == ["state", "refURL"]
     assert parse_registration(body) == Registration("notRegistered", None)
 
-    await sim.put(state="registered", management_url="https://cs.example.com/o/<1>&")
+    await sim.put_state(state="registered", management_url="https://cs.example.com/o/<1>&")
     assert parse_registration((await sim.registration()).body) == Registration(
         "registered", "https://cs.example.com/o/<1>&"
     )
-    await sim.put(state="registrationPending")
+    await sim.put_state(state="registrationPending")
     assert parse_registration((await sim.registration()).body).state == "registrationPending"
 
     reply = await sim.request("GET", "/-/sim/context_service")
@@ -219,15 +184,15 @@ def test_frozen_registration_stays() -> None:
     assert model.state == "registered"  # back at the first tick after the freeze
 
 
-async def test_the_ticker_moves_the_state() -> None:
-    async for sim in _start(seed=5, tick=0.005):
-        seen = set()
-        for _ in range(2000):
-            seen.add(sim.model.state)
-            if len(seen) == 2:
-                break
-            await asyncio.sleep(0.005)
-        assert seen == {"registered", "notRegistered"}
+async def test_the_ticker_moves_the_state(start_sim: StartSim) -> None:
+    sim = await start_sim(Sim, seed=5, tick=0.005)
+    seen = set()
+    for _ in range(2000):
+        seen.add(sim.model.state)
+        if len(seen) == 2:
+            break
+        await asyncio.sleep(0.005)
+    assert seen == {"registered", "notRegistered"}
 
 
 def test_unknown_options_are_refused() -> None:

@@ -6,8 +6,6 @@ import asyncio
 import json
 import re
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -15,8 +13,9 @@ import pytest
 from aiohttp import web
 from lxml import etree
 
-from ccwatch.simulator import VENDORS, build_app, run_simulator, serve
+from ccwatch.simulator import VENDORS, build_app, run_simulator
 from ccwatch.simulator.ece import ECE_KEY, ENDPOINTS, EceModel
+from tests.simulator.conftest import Reply, SimClient, StartSim
 
 ECE = "/system/egain/chat/entrypoint"
 DECL = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
@@ -45,29 +44,10 @@ BASE_STATE: dict[str, Any] = {
 }
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Sim:
-    runner: web.AppRunner
-    base: str
-    session: aiohttp.ClientSession
-
+class Sim(SimClient):
     @property
     def model(self) -> EceModel:
         return self.runner.app[ECE_KEY]
-
-    async def request(self, method: str, path: str, json: Any = None, **kw: Any) -> Reply:
-        async with self.session.request(method, self.base + path, json=json, **kw) as resp:
-            return Reply(resp.status, dict(resp.headers), await resp.read())
-
-    async def get(self, path: str) -> Reply:
-        return await self.request("GET", path)
 
     async def ece(self, endpoint: str, ep_id: int | str = 1000) -> Reply:
         return await self.get(f"{ECE}/{endpoint}/{ep_id}")
@@ -75,44 +55,16 @@ class Sim:
     async def put_state(self, ep_id: int | str = 1000, **fields: Any) -> Reply:
         return await self.request("PUT", f"/-/sim/ece/entry_points/{ep_id}", json=fields)
 
-    async def add_fault(self, **spec: Any) -> int:
-        reply = await self.request("POST", "/-/sim/faults", json=spec)
-        assert reply.status == 200, reply.body
-        data = _json(reply)
-        assert isinstance(data["id"], int)
-        return data["id"]
-
-    async def state(self) -> dict[str, Any]:
-        data = _json(await self.get("/-/sim/state"))
-        assert isinstance(data, dict)
-        return data
-
-
-def _json(reply: Reply) -> Any:
-    return json.loads(reply.body)
-
-
-async def _start(**kwargs: Any) -> AsyncIterator[Sim]:
-    runner = await serve("127.0.0.1", 0, **kwargs)
-    host, port = runner.addresses[0][:2]
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Sim(runner, f"http://{host}:{port}", session)
-    finally:
-        await runner.cleanup()
-
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
+async def sim(start_sim: StartSim) -> Sim:
     """A simulator without evolution (tick=0): state only changes through the API."""
-    async for s in _start(seed=7, tick=0):
-        yield s
+    return await start_sim(Sim, seed=7, tick=0)
 
 
 @pytest.fixture
-async def ticking() -> AsyncIterator[Sim]:
-    async for s in _start(seed=11, tick=0.02, ece_entry_points=range(1000, 1020)):
-        yield s
+async def ticking(start_sim: StartSim) -> Sim:
+    return await start_sim(Sim, seed=11, tick=0.02, ece_entry_points=range(1000, 1020))
 
 
 def parse(body: bytes) -> etree._Element:
@@ -242,7 +194,7 @@ async def test_derived_values_follow_the_state(
 ) -> None:
     reply = await sim.put_state(1001, **{**BASE_STATE, **patch})
     assert reply.status == 200
-    described = _json(reply)
+    described = reply.json()
     assert described["frozen"] is True
     assert described["derived"]["reason"] == reason
 
@@ -299,7 +251,7 @@ async def test_state_lists_every_vendor_and_entry_point(sim: Sim) -> None:
     for ep in state["ece"].values():
         assert set(BASE_STATE) <= set(ep)
         assert ep["frozen"] is False
-    one = _json(await sim.get("/-/sim/ece/entry_points/1002"))
+    one = (await sim.get("/-/sim/ece/entry_points/1002")).json()
     assert one == state["ece"]["1002"]
 
 
@@ -337,7 +289,7 @@ async def test_freeze_stops_the_random_walk_until_released(ticking: Sim) -> None
 
     reply = await sim.request("DELETE", "/-/sim/ece/entry_points/1005/freeze")
     assert reply.status == 200
-    assert _json(reply)["frozen"] is False
+    assert reply.json()["frozen"] is False
     for _ in range(200):
         await wait_ticks(sim, 1)
         current = (await sim.state())["ece"]["1005"]
@@ -421,7 +373,7 @@ def test_build_app_rejects_unknown_options() -> None:
 
 
 async def test_fault_status_with_headers(sim: Sim) -> None:
-    await sim.add_fault(
+    await sim.fault(
         path="/capacity/", kind="status", status=429, headers={"Retry-After": "3"}, body="slow down"
     )
     reply = await sim.ece("capacity")
@@ -434,21 +386,21 @@ async def test_fault_status_with_headers(sim: Sim) -> None:
 
 @pytest.mark.parametrize("status", [204, 401, 403, 404, 500, 503])
 async def test_fault_status_codes(sim: Sim, status: int) -> None:
-    await sim.add_fault(path=ECE, kind="status", status=status)
+    await sim.fault(path=ECE, kind="status", status=status)
     reply = await sim.ece("chatAllowed")
     assert reply.status == status
     assert bool(reply.body) == (status != 204)  # a short default text
 
 
 async def test_fault_slow_still_answers(sim: Sim) -> None:
-    await sim.add_fault(path="/liveSessionStatus/", kind="slow", delay=0.3)
+    await sim.fault(path="/liveSessionStatus/", kind="slow", delay=0.3)
     reply = await sim.ece("liveSessionStatus")
     assert reply.status == 200
     assert parse(reply.body).tag == "sessionStatus"
 
 
 async def test_fault_oversized_with_content_length(sim: Sim) -> None:
-    await sim.add_fault(path="/capacity/", kind="oversized")
+    await sim.fault(path="/capacity/", kind="oversized")
     reply = await sim.ece("capacity")
     assert reply.status == 200
     assert len(reply.body) == 2 * 1024 * 1024
@@ -459,7 +411,7 @@ async def test_fault_oversized_with_content_length(sim: Sim) -> None:
 
 
 async def test_fault_oversized_chunked(sim: Sim) -> None:
-    await sim.add_fault(path="/capacity/", kind="oversized", size=300_000, chunked=True)
+    await sim.fault(path="/capacity/", kind="oversized", size=300_000, chunked=True)
     reply = await sim.ece("capacity")
     assert reply.status == 200
     assert "Content-Length" not in reply.headers
@@ -469,7 +421,7 @@ async def test_fault_oversized_chunked(sim: Sim) -> None:
 
 async def test_fault_malformed(sim: Sim) -> None:
     normal = (await sim.ece("capacity")).body
-    await sim.add_fault(path="/capacity/", kind="malformed")
+    await sim.fault(path="/capacity/", kind="malformed")
     reply = await sim.ece("capacity")
     assert reply.status == 200
     assert 0 < len(reply.body) < len(normal)
@@ -492,22 +444,22 @@ async def test_faults_are_generic_for_json_vendors() -> None:
     host, port = runner.addresses[0][:2]
     try:
         async with aiohttp.ClientSession() as session:
-            sim = Sim(runner, f"http://{host}:{port}", session)
+            sim = Sim(f"http://{host}:{port}", session, runner)
             url = "/json/contextCookies/settings"
             normal = (await sim.get(url)).body
-            await sim.add_fault(path="/json/", kind="malformed", count=1)
+            await sim.fault(path="/json/", kind="malformed", count=1)
             with pytest.raises(json.JSONDecodeError):
                 json.loads((await sim.get(url)).body)
-            await sim.add_fault(path="/json/", kind="oversized", size=100_000, count=1)
+            await sim.fault(path="/json/", kind="oversized", size=100_000, count=1)
             big = await sim.get(url)
             assert len(big.body) == 100_000
             assert big.headers["Content-Type"] == "application/json"
             assert json.loads(big.body)["totalItems"] == "12"
-            await sim.add_fault(path="/json/", kind="oversized", size=5000, chunked=True, count=1)
+            await sim.fault(path="/json/", kind="oversized", size=5000, chunked=True, count=1)
             assert json.loads((await sim.get(url)).body)["items"] == [{"id": 1}, {"id": 2}]
-            await sim.add_fault(path="/json/", kind="unknown_entry_point", count=1)
+            await sim.fault(path="/json/", kind="unknown_entry_point", count=1)
             assert (await sim.get(url)).body == normal  # no notion of ids: no effect
-            await sim.add_fault(path="/json/", kind="status", status=401, count=1)
+            await sim.fault(path="/json/", kind="status", status=401, count=1)
             assert (await sim.get(url)).status == 401
             assert (await sim.get(url)).body == normal
     finally:
@@ -515,7 +467,7 @@ async def test_faults_are_generic_for_json_vendors() -> None:
 
 
 async def test_fault_html(sim: Sim) -> None:
-    await sim.add_fault(path="/agentAvailability/", kind="html")
+    await sim.fault(path="/agentAvailability/", kind="html")
     reply = await sim.ece("agentAvailability")
     assert reply.status == 200
     assert reply.headers["Content-Type"].startswith("text/html")
@@ -524,16 +476,16 @@ async def test_fault_html(sim: Sim) -> None:
 
 async def test_fault_content_type(sim: Sim) -> None:
     normal = (await sim.ece("agentAvailability")).body
-    await sim.add_fault(path="/agentAvailability/", kind="content_type", count=1)
+    await sim.fault(path="/agentAvailability/", kind="content_type", count=1)
     reply = await sim.ece("agentAvailability")
     assert reply.headers["Content-Type"] == "text/plain"
     assert reply.body == normal
-    await sim.add_fault(path="/agentAvailability/", kind="content_type", content_type="text/json")
+    await sim.fault(path="/agentAvailability/", kind="content_type", content_type="text/json")
     assert (await sim.ece("agentAvailability")).headers["Content-Type"] == "text/json"
 
 
 async def test_fault_reset(sim: Sim) -> None:
-    fault_id = await sim.add_fault(path="/chatAllowed/", kind="reset")
+    fault_id = await sim.fault(path="/chatAllowed/", kind="reset")
     with pytest.raises(aiohttp.ClientError):
         await sim.ece("chatAllowed")
     assert (await sim.ece("capacity")).status == 200  # the server is fine
@@ -542,7 +494,7 @@ async def test_fault_reset(sim: Sim) -> None:
 
 
 async def test_fault_unknown_entry_point(sim: Sim) -> None:
-    await sim.add_fault(path=ECE, kind="unknown_entry_point")
+    await sim.fault(path=ECE, kind="unknown_entry_point")
     assert (await sim.ece("capacity")).status == 500
     reply = await sim.ece("chatAllowed")
     assert reply.status == 200
@@ -550,18 +502,18 @@ async def test_fault_unknown_entry_point(sim: Sim) -> None:
 
 
 async def test_fault_count_expires(sim: Sim) -> None:
-    await sim.add_fault(path="/capacity/1000", kind="status", status=503, count=2)
+    await sim.fault(path="/capacity/1000", kind="status", status=503, count=2)
     assert (await sim.ece("capacity", 1001)).status == 200  # not matching: not counted
     assert (await sim.ece("capacity")).status == 503
     assert (await sim.ece("capacity")).status == 503
     assert (await sim.ece("capacity")).status == 200
-    assert _json(await sim.get("/-/sim/faults")) == {"faults": []}
+    assert (await sim.get("/-/sim/faults")).json() == {"faults": []}
 
 
 async def test_faults_list_delete_and_clear(sim: Sim) -> None:
-    a = await sim.add_fault(path="/capacity/", kind="status", status=500, count=3)
-    b = await sim.add_fault(path="/chatAllowed/", kind="slow", delay=0.01)
-    listed = _json(await sim.get("/-/sim/faults"))["faults"]
+    a = await sim.fault(path="/capacity/", kind="status", status=500, count=3)
+    b = await sim.fault(path="/chatAllowed/", kind="slow", delay=0.01)
+    listed = (await sim.get("/-/sim/faults")).json()["faults"]
     assert [f["id"] for f in listed] == [a, b]
     assert listed[0] == {
         "id": a,
@@ -576,15 +528,15 @@ async def test_faults_list_delete_and_clear(sim: Sim) -> None:
     assert (await sim.request("DELETE", f"/-/sim/faults/{a}")).status == 200
     assert (await sim.request("DELETE", f"/-/sim/faults/{a}")).status == 404
     assert (await sim.ece("capacity")).status == 200
-    await sim.add_fault(path="/capacity/", kind="status", status=500)
+    await sim.fault(path="/capacity/", kind="status", status=500)
     reply = await sim.request("DELETE", "/-/sim/faults")
-    assert _json(reply) == {"deleted": 2}
+    assert reply.json() == {"deleted": 2}
     assert (await sim.ece("capacity")).status == 200
 
 
 async def test_control_routes_are_never_faulted(sim: Sim) -> None:
-    await sim.add_fault(path="", kind="status", status=500)
-    await sim.add_fault(path="/-/sim", kind="reset")
+    await sim.fault(path="", kind="status", status=500)
+    await sim.fault(path="/-/sim", kind="reset")
     assert (await sim.ece("capacity")).status == 500
     assert "ece" in await sim.state()
     assert (await sim.put_state(active=False)).status == 200
@@ -610,7 +562,7 @@ async def test_control_routes_are_never_faulted(sim: Sim) -> None:
 async def test_fault_validation(sim: Sim, spec: Any) -> None:
     reply = await sim.request("POST", "/-/sim/faults", json=spec)
     assert reply.status == 400
-    assert "error" in _json(reply)
+    assert "error" in reply.json()
 
 
 # --------------------------------------------------------------------------- entry point

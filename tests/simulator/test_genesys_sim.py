@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 
-from ccwatch.simulator import build_app, serve
+from ccwatch.simulator import build_app
 from ccwatch.simulator.genesys import (
     DEFAULT_CONTACT_KEYS,
     DEFAULT_CUSTOMER_IDS,
@@ -23,6 +19,7 @@ from ccwatch.simulator.genesys import (
     format_timestamp,
 )
 from ccwatch.sources.genesys_services import parse_active, parse_completed
+from tests.simulator.conftest import Reply, SimClient, StartSim
 
 CUSTOMERS = "/genesys/1/cs/customers"
 ANONYMOUS = "/genesys/1/cs/services/anonymous"
@@ -30,52 +27,20 @@ ANONYMOUS = "/genesys/1/cs/services/anonymous"
 T0 = datetime(2024, 5, 7, 12, 0, 0, tzinfo=UTC).timestamp()
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Sim:
-    runner: web.AppRunner
-    base: str
-    session: aiohttp.ClientSession
-
+class Sim(SimClient):
     @property
     def model(self) -> GenesysModel:
         return self.runner.app[GENESYS_KEY]
 
-    async def request(self, method: str, path: str, **kw: Any) -> Reply:
-        async with self.session.request(method, self.base + path, **kw) as resp:
-            return Reply(resp.status, dict(resp.headers), await resp.read())
-
-    async def get(self, path: str, **params: str) -> Reply:
-        return await self.request("GET", path, params=params)
-
-    async def put(self, kind: str, subject: str, data: Any) -> Reply:
+    async def put_subject(self, kind: str, subject: str, data: Any) -> Reply:
         return await self.request("PUT", f"/-/sim/genesys/{kind}/{subject}", json=data)
 
 
-async def _start(**kwargs: Any) -> AsyncIterator[Sim]:
-    runner = await serve("127.0.0.1", 0, **kwargs)
-    host, port = runner.addresses[0][:2]
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Sim(runner, f"http://{host}:{port}", session)
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    async for s in _start(seed=7, tick=0):
-        s.model.clock = lambda: T0
-        yield s
+async def sim(start_sim: StartSim) -> Sim:
+    s = await start_sim(Sim, seed=7, tick=0)
+    s.model.clock = lambda: T0
+    return s
 
 
 def now() -> datetime:
@@ -108,7 +73,7 @@ async def test_anonymous_services_carry_the_contact_key(sim: Sim) -> None:
 
 
 async def test_the_state_set_through_the_control_api(sim: Sim) -> None:
-    reply = await sim.put(
+    reply = await sim.put_subject(
         "customers",
         "ABC1234",
         {
@@ -139,7 +104,7 @@ async def test_the_state_set_through_the_control_api(sim: Sim) -> None:
 
 
 async def test_query_filters(sim: Sim) -> None:
-    await sim.put(
+    await sim.put_subject(
         "contact_keys",
         "408-832-7799",
         {
@@ -172,7 +137,7 @@ async def test_unknown_subjects_have_no_services(sim: Sim) -> None:
 async def test_encoded_subjects(sim: Sim) -> None:
     key = "a/b c+é"
     encoded = "a%2Fb%20c%2B%C3%A9"
-    reply = await sim.put("contact_keys", encoded, {"active": [{"age": 5}]})
+    reply = await sim.put_subject("contact_keys", encoded, {"active": [{"age": 5}]})
     assert reply.status == 200
     data = (await sim.get(f"{ANONYMOUS}/{encoded}/active")).json()
     assert [s["contact_key"] for s in data] == [key]
@@ -266,14 +231,14 @@ def test_frozen_subjects_stay() -> None:
     assert [s.started for s in subject.active] != [T0 - 5]
 
 
-async def test_the_ticker_moves_the_services() -> None:
-    async for sim in _start(seed=5, tick=0.005):
-        before = json.dumps(sim.model.snapshot()["customers"])
-        for _ in range(2000):
-            await asyncio.sleep(0.005)
-            if sim.model.ticks >= 10:
-                break
-        assert json.dumps(sim.model.snapshot()["customers"]) != before
+async def test_the_ticker_moves_the_services(start_sim: StartSim) -> None:
+    sim = await start_sim(Sim, seed=5, tick=0.005)
+    before = json.dumps(sim.model.snapshot()["customers"])
+    for _ in range(2000):
+        await asyncio.sleep(0.005)
+        if sim.model.ticks >= 10:
+            break
+    assert json.dumps(sim.model.snapshot()["customers"]) != before
 
 
 def test_options() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,14 +13,14 @@ from ccwatch.simulator import build_app
 from ccwatch.simulator.gms import GMS_KEY, STATUSES
 from ccwatch.sources import gms_probe
 from tests.harness import Sim, simulator
+from tests.simulator.conftest import SimClient, StartSim
 
 SERVICE = "/genesys/1/service"
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    async with simulator() as s:
-        yield s
+async def sim(start_sim: StartSim) -> Sim:
+    return await start_sim(SimClient, tick=0, seed=1)
 
 
 async def post(sim: Sim, path: str, data: Any = None, **kw: Any) -> tuple[int, str, bytes]:
