@@ -95,9 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config_file)
         if args.listen_address:
-            from ccwatch.config import _check_listen_address
+            from ccwatch.config import check_listen_address
 
-            _check_listen_address(args.listen_address)
+            check_listen_address(args.listen_address)
     except ConfigError as exc:
         log.error("config_invalid", file=args.config_file, errors=exc.errors)
         return 1

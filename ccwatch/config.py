@@ -104,7 +104,7 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_listen_address(value: str) -> str:
+def check_listen_address(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. :9865")
@@ -113,7 +113,7 @@ def _check_listen_address(value: str) -> str:
     return value
 
 
-ListenAddress = Annotated[str, AfterValidator(_check_listen_address)]
+ListenAddress = Annotated[str, AfterValidator(check_listen_address)]
 
 
 def split_listen_address(value: str) -> tuple[str, int]:

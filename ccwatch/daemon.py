@@ -117,6 +117,7 @@ class Daemon:
             max_concurrency=config.scheduler.max_concurrency,
         )
         self.history = self.scheduler.history  # kept across reloads
+        self._set_job_counts()
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -135,21 +136,21 @@ class Daemon:
         total = len(self.scheduler.jobs)
         return f"ccwatch is not ready: {self.scheduler.unattempted} of {total} jobs not polled yet"
 
-    def render_metrics(self, *, openmetrics: bool) -> bytes:
-        return b"".join(self.metric_chunks(openmetrics=openmetrics))
-
-    def metric_chunks(self, *, openmetrics: bool) -> Iterator[bytes]:
-        store = self.store
+    def _set_job_counts(self) -> None:
+        """``ccwatch_jobs{source}``: set when a scheduler is installed, not per scrape."""
         counts: dict[str, int] = dict.fromkeys(SOURCES, 0)
         for job in self.scheduler.jobs:
             counts[job.source] += 1
-        store.set(
+        self.store.set(
             JOBS,
             0,
             "".join(
                 f"{JOBS}{{{label_text([('source', name)])}}} {n}\n" for name, n in counts.items()
             ).encode(),
         )
+
+    def metric_chunks(self, *, openmetrics: bool) -> Iterator[bytes]:
+        store = self.store
         store.set(POLLS_IN_FLIGHT, 0, f"{POLLS_IN_FLIGHT} {self.scheduler.in_flight}\n".encode())
         store.set(POLLS_DELAYED, 0, f"{POLLS_DELAYED} {self._delayed_total()}\n".encode())
         store.set(
@@ -215,6 +216,7 @@ class Daemon:
             max_concurrency=config.scheduler.max_concurrency,
             history=self.history,
         )
+        self._set_job_counts()
         self.scheduler.start()
         self._last_reload_ok = True
         self._last_reload_time = time.time()
