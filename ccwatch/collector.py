@@ -116,6 +116,7 @@ POLLS_IN_FLIGHT = "ccwatch_polls_in_flight"
 POLLS_DELAYED = "ccwatch_polls_delayed_total"
 CONFIG_LAST_RELOAD_SUCCESS = "ccwatch_config_last_reload_successful"
 CONFIG_LAST_RELOAD_TIME = "ccwatch_config_last_reload_success_timestamp_seconds"
+TARGET_HOLD_UNTIL = "ccwatch_target_hold_until_timestamp_seconds"
 
 
 def core_families(subject_labels: tuple[str, ...]) -> list[Family]:
@@ -173,6 +174,13 @@ def core_families(subject_labels: tuple[str, ...]) -> list[Family]:
             "gauge",
             "Unix time of the last successful configuration load.",
             (),
+        ),
+        Family(
+            TARGET_HOLD_UNTIL,
+            "gauge",
+            "Unix time until which ccwatch does not poll the target, because its server "
+            "answered 429 or 503 with Retry-After; absent while there is no hold.",
+            ("target",),
         ),
     ]
 

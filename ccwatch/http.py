@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import ssl
 import time
+import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -38,7 +39,6 @@ from ccwatch.errors import (
 )
 
 USER_AGENT = f"ccwatch/{__version__}"
-_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,20 +52,33 @@ class Response:
         return self.headers.get("Content-Type", "")
 
 
+#: A ``Retry-After`` is honoured on these statuses only; on any other it is ignored.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+#: Delta-seconds longer than this are read as this (every caller caps them far lower).
+_RETRY_AFTER_CEILING = 10**9
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date. None if absent/bad."""
+    """``Retry-After`` as seconds from now: ASCII delta-seconds or an HTTP date.
+
+    ``None`` when absent or anything else (``²``, ``-5``, ``1.5``, a date without a zone):
+    a value a server cannot have meant is ignored rather than guessed at.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        digits = value.lstrip("0") or "0"
+        if len(digits) > 9:
+            return float(_RETRY_AFTER_CEILING)
+        return float(int(digits))
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            return None
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    except Exception:  # any malformed date: TypeError, ValueError, OverflowError, ...
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def make_ssl_context(tls: TLSConfig | None) -> ssl.SSLContext | bool:
@@ -100,7 +113,10 @@ class HttpClient:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": USER_AGENT},
+                # Bodies are decoded here, under the cap (see _read_capped), never by
+                # aiohttp: it would inflate a whole network chunk before anyone counts it.
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+                auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(total=None),
                 trust_env=False,
                 raise_for_status=False,
@@ -205,8 +221,13 @@ class TargetClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
         if status not in ok:
-            retry_after = parse_retry_after(resp_headers.get("Retry-After"))
-            raise StatusFailure(status, f"unexpected HTTP status {status}", retry_after=retry_after)
+            retry_after = None
+            detail = f"unexpected HTTP status {status}"
+            if status in RETRY_AFTER_STATUSES:
+                retry_after = parse_retry_after(resp_headers.get("Retry-After"))
+                if retry_after is not None:
+                    detail += f", Retry-After {retry_after:g}s"
+            raise StatusFailure(status, detail, retry_after=retry_after)
         response = Response(status, resp_headers, body)
         if content_types is not None:
             ctype = response.content_type.lower()
@@ -215,15 +236,35 @@ class TargetClient:
         return response
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, decoded, held to the cap on the wire and after decoding.
+
+        ``too_large`` means: the Content-Length, the bytes received or the decoded bytes
+        exceed ``max_response_size``. Decoding inflates at most cap + 1 bytes at a time, so
+        a gzip bomb costs about the cap in memory, whatever its ratio or framing.
+        """
         cap = self.max_response_size
         length = resp.content_length
-        if length is not None:
-            if length > cap:
-                raise TooLargeFailure(f"body of {length} bytes exceeds the {cap}-byte cap")
-            return await resp.read()
+        if length is not None and length > cap:
+            raise TooLargeFailure(f"body of {length} bytes exceeds the {cap}-byte cap")
+        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+        if not encoding or encoding == "identity":
+            if length is not None:
+                return await resp.read()
+            return await self._read_plain(resp, cap)
+        decoder = Decoder(encoding, cap)
+        received = 0
+        async for chunk in resp.content.iter_any():
+            received += len(chunk)
+            if received > cap:
+                raise TooLargeFailure(f"compressed body exceeds the {cap}-byte cap")
+            decoder.feed(chunk)
+        return decoder.finish()
+
+    @staticmethod
+    async def _read_plain(resp: aiohttp.ClientResponse, cap: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):
+        async for chunk in resp.content.iter_any():
             size += len(chunk)
             if size > cap:
                 raise TooLargeFailure(f"body exceeds the {cap}-byte cap")
@@ -231,7 +272,100 @@ class TargetClient:
         return b"".join(chunks)
 
 
+#: What ccwatch asks servers for; anything else a server sends fails as ``parse``.
+ACCEPT_ENCODING = "gzip, deflate"
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_ZLIB_WBITS = zlib.MAX_WBITS
+_RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
+
+
+class Decoder:
+    """Incremental gzip/deflate decoding that never holds more than ``cap`` + 1 bytes out.
+
+    Every ``decompress`` call is bounded by the room left under the cap, and the input
+    it could not consume yet (``unconsumed_tail``) is fed again: one network chunk of a
+    1000:1 bomb is never inflated whole. Concatenated gzip members are decoded in turn.
+    """
+
+    def __init__(self, encoding: str, cap: int) -> None:
+        if encoding in ("gzip", "x-gzip"):
+            self._gzip = True
+        elif encoding == "deflate":
+            self._gzip = False
+        else:
+            raise ParseFailure(f"unsupported Content-Encoding {encoding[:40]!r}")
+        self._cap = cap
+        self._size = 0
+        self._out: list[bytes] = []
+        self._obj: Any = None  # zlib's Decompress object (no public type)
+        self._head = b""
+        self._done = False
+
+    def _new_stream(self, first: bytes) -> None:
+        if self._gzip:
+            wbits = _GZIP_WBITS
+        elif len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0:
+            wbits = _ZLIB_WBITS  # deflate as RFC 9110 says: zlib-wrapped
+        else:
+            wbits = _RAW_DEFLATE_WBITS  # bare deflate, as some servers send it
+        self._obj = zlib.decompressobj(wbits)
+        self._done = False
+
+    def _take(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._cap:
+            raise TooLargeFailure(f"decoded body exceeds the {self._cap}-byte cap")
+        if data:
+            self._out.append(data)
+
+    def feed(self, data: bytes) -> None:
+        if self._obj is None and not self._gzip:
+            # a zlib header or bare deflate: the first two bytes tell
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return
+            self._head = b""
+        try:
+            while data:
+                if self._obj is None or self._done:
+                    if self._done and not self._gzip:
+                        raise ParseFailure("data after the end of the deflate stream")
+                    self._new_stream(data)
+                obj = self._obj
+                self._take(obj.decompress(data, self._cap - self._size + 1))
+                if obj.eof:
+                    self._done = True
+                    data = obj.unused_data
+                else:
+                    data = obj.unconsumed_tail
+        except zlib.error as exc:
+            raise ParseFailure(
+                f"invalid {'gzip' if self._gzip else 'deflate'} body: {exc}"
+            ) from None
+
+    def finish(self) -> bytes:
+        obj = self._obj
+        if obj is None:
+            if self._head:
+                raise ParseFailure("compressed body ends before its stream does")
+            return b""
+        try:
+            while not obj.eof:
+                out = obj.decompress(b"", self._cap - self._size + 1)
+                if not out:
+                    break
+                self._take(out)
+        except zlib.error as exc:
+            raise ParseFailure(f"invalid compressed body: {exc}") from None
+        if not obj.eof:
+            raise ParseFailure("compressed body ends before its stream does")
+        return b"".join(self._out)
+
+
 __all__ = [
+    "RETRY_AFTER_STATUSES",
+    "Decoder",
     "HttpClient",
     "Response",
     "TargetClient",

@@ -28,7 +28,6 @@ an exception message, a ``repr``, a log line or a metric.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -44,10 +43,12 @@ from ccwatch.config import OAuth2
 from ccwatch.errors import (
     REASON_AUTH,
     REASON_RATE_LIMITED,
+    ParseFailure,
     PollError,
     StatusFailure,
 )
 from ccwatch.http import Response, TargetClient
+from ccwatch.numbers import check_json_number, parse_decimal
 
 __all__ = ["OAuth2Client", "TokenFailure", "TokenRegistry", "TokenSource"]
 
@@ -76,17 +77,19 @@ class Token:
 
 
 def _positive_number(value: object) -> float | None:
-    """``expires_in``: a number or a numeric string (some servers quote it)."""
-    if isinstance(value, bool):
+    """``expires_in``: a number or a numeric string (some servers quote it).
+
+    A plain ASCII decimal, finite and exactly representable (:mod:`ccwatch.numbers`):
+    ``"٤"``, ``"1e3"`` or ``"1_000"`` are not numbers, nor is anything beyond 2**53.
+    """
+    try:
+        if isinstance(value, str):
+            number = parse_decimal(value, "expires_in")
+        else:
+            number = check_json_number(value, "expires_in")
+    except ParseFailure:
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
-        return float(value)
-    return None
+    return number if number > 0 else None
 
 
 def parse_token_response(body: bytes, now: float) -> Token:

@@ -3,10 +3,21 @@
 Every poll job repeats at its interval. First polls are spread over the interval (by a
 stable hash of the job, so restarts keep the phase) to avoid a thundering herd. Each poll
 runs under a total timeout; a job never has two polls in flight; after consecutive
-failures a job backs off exponentially (1x, 2x, then 4x its interval at most), and a
-server's ``Retry-After`` holds back every job of that target until it has passed. A
-global cap limits how many polls are in flight at once; polls over the cap wait in a
-FIFO and count as delayed.
+failures a job backs off exponentially (1x, 2x, then 4x its interval at most). A 429 or
+503 with ``Retry-After`` holds back every job of that target until it has passed, for at
+most the target's ``max_retry_after``. A global cap limits how many polls are in flight
+at once; polls over the cap wait in a FIFO and count as delayed.
+
+Freshness: no vendor value is served older than twice its job's interval. A job whose
+last success is older than that (its target is held, ccwatch is overloaded, the loop
+stalled) loses its vendor series and reads ``ccwatch_poll_success`` 0 until it succeeds
+again. :meth:`Scheduler.expire_stale` enforces this; the daemon calls it before every
+scrape as well as once a second, because a stalled loop runs no timer.
+
+A reload (:meth:`Scheduler.update`) never stops the scheduler: unchanged targets keep
+their jobs as they are, polls in flight included; changed jobs take their new
+definition in place and keep their phase and state; removed jobs are cancelled and their
+series dropped; new jobs start spread over their interval.
 
 Timers live on a wheel of 20 ms slots: one ``loop.call_at`` per slot rather than per
 job, which batches the work of each event-loop iteration and keeps the loop's timer heap
@@ -17,6 +28,8 @@ task; no task sleeps per job, so 50,000 jobs cost a few megabytes.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
 import time
 import zlib
@@ -32,6 +45,7 @@ from ccwatch.collector import (
     POLL_INTERVAL,
     POLL_LAST_SUCCESS,
     POLL_SUCCESS,
+    TARGET_HOLD_UNTIL,
     MetricStore,
     format_value,
     label_text,
@@ -43,10 +57,14 @@ log = structlog.get_logger("ccwatch.scheduler")
 
 #: Backoff multipliers after 1, 2, 3+ consecutive failures.
 BACKOFF = (1.0, 2.0, 4.0)
-#: A Retry-After longer than this is treated as this long.
-MAX_RETRY_AFTER = 3600.0
+#: The default longest hold a server's ``Retry-After`` can set (``max_retry_after``).
+MAX_RETRY_AFTER = 300.0
 #: First polls are spread over min(interval, this), so long intervals still start soon.
 MAX_INITIAL_SPREAD = 60.0
+#: A vendor value older than this many of its job's intervals is never served.
+FRESH_INTERVALS = 2.0
+#: Seconds between two freshness sweeps on the loop (scrapes sweep as well).
+SWEEP_EVERY = 1.0
 #: Transition events kept for ``/logs``.
 HISTORY = 500
 #: Width of a timer-wheel slot in seconds.
@@ -60,6 +78,53 @@ def _shared(text: str) -> str:
     return _label_cache.setdefault(text, text)
 
 
+class TargetGroup:
+    """One configured target: its jobs, its definition, and its ``Retry-After`` hold.
+
+    ``shape`` is what the jobs are built from (the target's configuration, its body cap)
+    and ``timing`` their interval, timeout and ``max_retry_after``; both are compared
+    with ``==`` on reload. A group whose shape is unchanged keeps its jobs (a new timing
+    is applied to them in place); a new shape rebuilds them.
+    """
+
+    __slots__ = (
+        "hold_reason",
+        "hold_until",
+        "hold_wall",
+        "jobs",
+        "key",
+        "labels",
+        "name",
+        "shape",
+        "timing",
+        "url",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str = "",
+        shape: object = None,
+        timing: tuple[float, float, float] | None = None,
+        jobs: Iterable[Job] = (),
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.shape = shape
+        self.timing = timing
+        #: kept as the very list when given one: a retimed group shares its jobs' list
+        self.jobs = jobs if isinstance(jobs, list) else list(jobs)
+        self.key = 0  # the metric store key of its target-level series; set by the scheduler
+        self.labels = label_text([("target", name)])
+        #: Loop time before which none of its jobs is polled (a server's Retry-After).
+        self.hold_until: float | None = None
+        #: The same moment as Unix time, for ``ccwatch_target_hold_until_timestamp_seconds``.
+        self.hold_wall = 0.0
+        #: The reason of the answer that set the hold: ``rate_limited`` or ``http_status``.
+        self.hold_reason: str | None = None
+
+
 class Job:
     """One (target, subject, endpoint) poll job and its run-time state."""
 
@@ -71,14 +136,21 @@ class Job:
         "failing_since",
         "failures",
         "families",
+        "fresh_until",
+        "group",
         "id",
         "interval",
         "last_reason",
         "last_success",
+        "max_retry_after",
         "poll",
         "poll_labels",
+        "removed",
         "source",
+        "stale",
+        "stale_since",
         "subject",
+        "subject_labels",
         "target",
         "task",
         "timed_out",
@@ -100,6 +172,7 @@ class Job:
         interval: float,
         timeout: float,
         poll: Callable[[], Awaitable[Reading]],
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
         self.id = id
         self.source = source
@@ -108,24 +181,27 @@ class Job:
         self.subject = subject
         self.interval = interval
         self.timeout = timeout
+        self.max_retry_after = max_retry_after
         self.poll = poll
-        self.vendor_labels = _shared(
-            label_text(
-                [("target", target)] + [(n, subject.get(n, "")) for n in source_subject_labels]
-            )
-        )
-        self.poll_labels = label_text(
-            [("target", target), ("endpoint", endpoint)]
-            + [(n, subject.get(n, "")) for n in all_subject_labels]
-        )
+        self.group: TargetGroup | None = None
+        # label texts are made by bind_labels(), only for jobs that are going to run: a
+        # reload builds many jobs only to hand their definition to running ones
+        self.subject_labels = (source_subject_labels, all_subject_labels)
+        self.vendor_labels = ""
+        self.poll_labels = ""
         self.due = 0.0
         self.task: asyncio.Task[None] | None = None
         self.timed_out = False
+        self.removed = False
         self.attempted = False
         self.failures = 0
         self.failing_since: float | None = None
         self.last_reason: str | None = None
         self.last_success: float | None = None
+        #: Loop time after which the last success's values are too old to serve.
+        self.fresh_until = math.inf
+        self.stale = False
+        self.stale_since: float | None = None
         self.watched: dict[str, str] | None = None
         self.families: tuple[str, ...] = ()
         self.errors: dict[str, int] = {}
@@ -139,17 +215,19 @@ class Job:
     def log_fields(self) -> dict[str, str]:
         return {"target": self.target, "endpoint": self.endpoint, **self.subject}
 
-    def adopt(self, old: Job) -> None:
-        """Carry run-time state over from the same job before a reload."""
-        self.id = old.id
-        self.attempted = old.attempted
-        self.failures = old.failures
-        self.failing_since = old.failing_since
-        self.last_reason = old.last_reason
-        self.last_success = old.last_success
-        self.watched = old.watched
-        self.families = old.families
-        self.errors = old.errors
+    def bind_labels(self) -> None:
+        """Render the job's label texts (once, when it is scheduled)."""
+        if self.poll_labels:
+            return
+        source_labels, all_labels = self.subject_labels
+        subject = self.subject
+        self.vendor_labels = _shared(
+            label_text([("target", self.target)] + [(n, subject.get(n, "")) for n in source_labels])
+        )
+        self.poll_labels = label_text(
+            [("target", self.target), ("endpoint", self.endpoint)]
+            + [(n, subject.get(n, "")) for n in all_labels]
+        )
 
     def initial_offset(self) -> float:
         """A stable fraction of the interval, from a hash of the job's identity."""
@@ -168,13 +246,18 @@ class Scheduler:
         max_concurrency: int,
         wall_clock: Callable[[], float] = time.time,
         history: deque[dict[str, Any]] | None = None,
+        groups: Iterable[TargetGroup] = (),
     ) -> None:
-        self.jobs = list(jobs)
         self.store = store
         self.max_concurrency = max_concurrency
         self._wall = wall_clock
         #: The most recent transition events (also logged), newest last, for ``/logs``.
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY) if history is None else history
+        self.groups: dict[str, TargetGroup] = {}
+        self._ids = itertools.count(1)
+        self._group_keys = itertools.count(-1, -1)  # store keys apart from the jobs' ids
+        for group in self._grouped(jobs, groups):
+            self._adopt_group(group)
         self._waiting: deque[Job] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -183,32 +266,73 @@ class Scheduler:
         self._slots: dict[int, list[Job]] = {}
         self._deadlines: dict[int, list[tuple[Job, asyncio.Task[None]]]] = {}
         self._handles: dict[tuple[bool, int], asyncio.TimerHandle] = {}
-        # target -> loop time before which it gets no request (a server's Retry-After)
-        self.holds: dict[str, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        # (fresh_until, tie, job) for every success; outdated entries are skipped
+        self._fresh: list[tuple[float, int, Job]] = []
+        self._tie = itertools.count()
+        self._held: set[TargetGroup] = set()
         self.in_flight = 0
         self.delayed_total = 0
         self.unattempted = sum(not job.attempted for job in self.jobs)
+        self._was_ready = self.unattempted == 0
         self.polls_total = 0
+
+    @staticmethod
+    def _grouped(jobs: Iterable[Job], groups: Iterable[TargetGroup]) -> list[TargetGroup]:
+        """``groups`` plus a group per target for bare ``jobs`` (as tests build them)."""
+        out = list(groups)
+        loose: dict[str, TargetGroup] = {}
+        for job in jobs:
+            if job.target not in loose:
+                loose[job.target] = TargetGroup(job.target)
+                out.append(loose[job.target])
+            loose[job.target].jobs.append(job)
+        return out
+
+    def _adopt_group(self, group: TargetGroup) -> None:
+        group.key = next(self._group_keys)
+        self.groups[group.name] = group
+        for job in group.jobs:
+            job.group = group
+            job.bind_labels()
+            if job.id <= 0:
+                job.id = next(self._ids)
+            else:  # ids given by the caller: keep new ones above them
+                self._ids = itertools.count(max(job.id + 1, next(self._ids)))
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [job for group in self.groups.values() for job in group.jobs]
+
+    @property
+    def job_count(self) -> int:
+        return sum(len(group.jobs) for group in self.groups.values())
+
+    @property
+    def holds(self) -> dict[str, float]:
+        """Targets held back by a server's Retry-After: name -> loop time the hold ends."""
+        return {g.name: g.hold_until for g in self._held if g.hold_until is not None}
 
     @property
     def ready(self) -> bool:
-        """True once every job has made its first attempt."""
-        return self.unattempted == 0
+        """True once every job has made its first attempt; stays true across reloads."""
+        if not self._was_ready and self.unattempted == 0:
+            self._was_ready = True
+        return self._was_ready
 
     def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         now = loop.time()
         for job in self.jobs:
-            self.store.set(
-                POLL_INTERVAL,
-                job.id,
-                f"{POLL_INTERVAL}{{{job.poll_labels}}} {format_value(job.interval)}\n".encode(),
-            )
+            self._set_interval(job)
             self._enqueue(job, now + job.initial_offset())
+        self._sweeper = loop.call_later(SWEEP_EVERY, self._sweep)
 
     async def stop(self, grace: float) -> None:
         """Stop scheduling; let in-flight polls finish within ``grace``, then cancel them."""
         self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()
@@ -221,6 +345,193 @@ class Scheduler:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         self._deadlines.clear()
+
+    # ----------------------------------------------------------------- reload
+
+    def update(self, groups: Iterable[TargetGroup], *, max_concurrency: int) -> dict[str, int]:
+        """Swap in a new set of targets without stopping.
+
+        A group that is the very object already running is unchanged: nothing happens to
+        it. In a changed group, a job with the same identity as a running one keeps its
+        object, id, state and phase and takes the new definition; its poll in flight, if
+        any, completes into it. Jobs no longer configured are cancelled and their series
+        dropped; new jobs start spread over their interval. A target keeps its
+        Retry-After hold, and its jobs their backoff, unless its URL changed.
+
+        Returns counts of ``unchanged``, ``changed``, ``added`` and ``removed`` jobs.
+        """
+        assert self._loop is not None, "update() needs a started scheduler"
+        now = self._loop.time()
+        counts = dict.fromkeys(("unchanged", "changed", "added", "removed"), 0)
+        old_groups = self.groups
+        self.groups = {}
+        for group in groups:
+            old = old_groups.pop(group.name, None)
+            if old is group:
+                self.groups[group.name] = group
+                counts["unchanged"] += len(group.jobs)
+                continue
+            group.key = next(self._group_keys)
+            self.groups[group.name] = group
+            same_url = old is not None and old.url == group.url
+            if old is not None:
+                self._release_group(old)
+                if same_url and old.hold_until is not None:
+                    self._set_hold(group, old.hold_until, old.hold_wall, old.hold_reason)
+            if old is not None and group.jobs is old.jobs:
+                # the same jobs with a new timing: nothing to build or to match
+                for same in group.jobs:
+                    same.group = group
+                    self._redefine_job(same, same, now, keep_backoff=same_url)
+                counts["changed"] += len(group.jobs)
+                continue
+            running = {job.key: job for job in old.jobs} if old is not None else {}
+            merged: list[Job] = []
+            for fresh in group.jobs:
+                job: Job | None = running.pop(fresh.key, None) if running else None
+                if job is None:
+                    fresh.group = group
+                    self._add_job(fresh, now)
+                    merged.append(fresh)
+                    counts["added"] += 1
+                else:
+                    job.group = group
+                    self._redefine_job(job, fresh, now, keep_backoff=same_url)
+                    merged.append(job)
+                    counts["changed"] += 1
+            group.jobs = merged
+            for job in running.values():
+                self._remove_job(job)
+                counts["removed"] += 1
+        for old in old_groups.values():
+            self._release_group(old)
+            for job in old.jobs:
+                self._remove_job(job)
+                counts["removed"] += 1
+        self.max_concurrency = max_concurrency
+        while self._waiting and self.in_flight < self.max_concurrency:
+            self._dispatch(self._waiting.popleft(), now)
+        return counts
+
+    def _add_job(self, job: Job, now: float) -> None:
+        job.id = next(self._ids)
+        job.bind_labels()
+        if not job.attempted:
+            self.unattempted += 1
+        self._set_interval(job)
+        self._enqueue(job, now + job.initial_offset())
+
+    def _redefine_job(self, job: Job, fresh: Job, now: float, *, keep_backoff: bool) -> None:
+        """Give ``job`` ``fresh``'s poll and the group's timing, keeping state and phase."""
+        old_interval = job.interval
+        job.poll = fresh.poll
+        timing = job.group.timing if job.group is not None else None
+        if timing is not None:
+            job.interval, job.timeout, job.max_retry_after = timing
+        else:
+            job.interval, job.timeout = fresh.interval, fresh.timeout
+            job.max_retry_after = fresh.max_retry_after
+        if job.interval != old_interval:
+            self._set_interval(job)
+            if math.isfinite(job.fresh_until):
+                self._mark_fresh(job, job.fresh_until - FRESH_INTERVALS * old_interval)
+        if job.task is not None or job.due <= now:
+            return  # in flight, queued or due now: it polls, then goes on at the new interval
+        due = job.due
+        if not keep_backoff:  # a new URL: no reason to wait out the old one's backoff
+            job.failures = 0
+            due = min(due, now + job.initial_offset())
+        due = min(due, now + job.interval)  # a shorter interval: poll no later than that
+        if math.ceil(due / RESOLUTION) != math.ceil(job.due / RESOLUTION):
+            self._enqueue(job, due)  # the entry in the old slot is skipped when it fires
+
+    def _remove_job(self, job: Job) -> None:
+        job.removed = True
+        if not job.attempted:
+            self.unattempted -= 1
+        if job.task is not None:
+            job.task.cancel()
+        self.store.forget(job.id)
+
+    def _release_group(self, group: TargetGroup) -> None:
+        if group in self._held:
+            self._held.discard(group)
+            self.store.delete(TARGET_HOLD_UNTIL, group.key)
+
+    # ----------------------------------------------------------------- holds and freshness
+
+    def _set_hold(self, group: TargetGroup, until: float, wall: float, reason: str | None) -> None:
+        if group.hold_until is not None and group.hold_until >= until:
+            return
+        group.hold_until = until
+        group.hold_wall = wall
+        group.hold_reason = reason
+        self._held.add(group)
+        self.store.set(
+            TARGET_HOLD_UNTIL,
+            group.key,
+            f"{TARGET_HOLD_UNTIL}{{{group.labels}}} {format_value(wall)}\n".encode(),
+        )
+
+    def _end_hold(self, group: TargetGroup) -> None:
+        group.hold_until = None
+        group.hold_reason = None
+        self._held.discard(group)
+        self.store.delete(TARGET_HOLD_UNTIL, group.key)
+
+    def _mark_fresh(self, job: Job, succeeded_at: float) -> None:
+        job.fresh_until = until = succeeded_at + FRESH_INTERVALS * job.interval
+        heapq.heappush(self._fresh, (until, next(self._tie), job))
+
+    def expire_stale(self, now: float | None = None) -> int:
+        """Withdraw every vendor value older than twice its job's interval; end past holds.
+
+        Returns how many jobs went stale. Cheap when nothing is due: one heap peek.
+        """
+        if now is None:
+            now = self._loop.time() if self._loop is not None else time.monotonic()
+        for group in [g for g in self._held if g.hold_until is not None and g.hold_until <= now]:
+            self._end_hold(group)
+        fresh = self._fresh
+        expired = 0
+        while fresh and fresh[0][0] <= now:
+            until, _, job = heapq.heappop(fresh)
+            if job.fresh_until != until or job.removed or job.stale:
+                continue  # refreshed since, removed, or already withdrawn
+            self._withdraw(job, now)
+            expired += 1
+        return expired
+
+    def _sweep(self) -> None:
+        if self._stopping or self._loop is None:
+            return
+        self.expire_stale()
+        self._sweeper = self._loop.call_later(SWEEP_EVERY, self._sweep)
+
+    def _withdraw(self, job: Job, now: float) -> None:
+        """A job's values are too old: drop its vendor series, poll_success 0, log once."""
+        store = self.store
+        succeeded_at = job.fresh_until - FRESH_INTERVALS * job.interval
+        for family in job.families:
+            store.delete(family, job.id)
+        job.families = ()
+        job.stale = True
+        job.stale_since = self._wall()
+        job.fresh_until = math.inf
+        store.set(POLL_SUCCESS, job.id, f"{POLL_SUCCESS}{{{job.poll_labels}}} 0\n".encode())
+        fields: dict[str, Any] = {
+            **job.log_fields,
+            "data_age_seconds": round(now - succeeded_at, 3),
+            "interval_seconds": job.interval,
+        }
+        group = job.group
+        if group is not None and group.hold_until is not None and group.hold_until > now:
+            # not polled because the server asked to wait: say which answer asked
+            fields["reason"] = group.hold_reason
+            fields["held_until"] = group.hold_wall
+        else:
+            fields["in_flight"] = job.task is not None
+        self._event("warning", "poll_stale", **fields)
 
     # ----------------------------------------------------------------- timer wheels
 
@@ -240,23 +551,29 @@ class Scheduler:
     def _fire_slot(self, slot: int) -> None:
         assert self._loop is not None
         self._handles.pop((False, slot), None)
-        holds = self.holds
-        now = self._loop.time() if holds else 0.0
+        now = self._loop.time()
         for job in self._slots.pop(slot, ()):
             if self._stopping:
                 return
-            if holds:
-                hold = holds.get(job.target)
-                if hold is not None:
-                    if hold > now:
-                        self._enqueue(job, hold)
-                        continue
-                    del holds[job.target]
-            if self.in_flight >= self.max_concurrency:
-                self.delayed_total += 1
-                self._waiting.append(job)
-            else:
-                self._launch(job)
+            if job.removed or job.task is not None or math.ceil(job.due / RESOLUTION) != slot:
+                continue  # removed, or moved to another slot by a reload
+            self._dispatch(job, now)
+
+    def _dispatch(self, job: Job, now: float) -> None:
+        """Launch ``job`` now, or hold it for its target, or queue it under the cap."""
+        if job.removed:
+            return
+        group = job.group
+        if group is not None and group.hold_until is not None:
+            if group.hold_until > now:
+                self._enqueue(job, group.hold_until)
+                return
+            self._end_hold(group)
+        if self.in_flight >= self.max_concurrency:
+            self.delayed_total += 1
+            self._waiting.append(job)
+        else:
+            self._launch(job)
 
     def _watch_deadline(self, job: Job, task: asyncio.Task[None], deadline: float) -> None:
         assert self._loop is not None
@@ -295,7 +612,10 @@ class Scheduler:
         if not task.cancelled() and task.exception() is not None:
             log.error("scheduler_error", error=repr(task.exception()))
         if self._waiting and not self._stopping:
-            self._launch(self._waiting.popleft())
+            assert self._loop is not None
+            now = self._loop.time()
+            while self._waiting and self.in_flight < self.max_concurrency:
+                self._dispatch(self._waiting.popleft(), now)
 
     async def _run(self, job: Job) -> None:
         assert self._loop is not None
@@ -306,7 +626,8 @@ class Scheduler:
         try:
             reading = await job.poll()
         except asyncio.CancelledError:
-            if not job.timed_out or self._stopping:
+            if not job.timed_out or self._stopping or job.removed:
+                job.task = None
                 raise
             current = asyncio.current_task()
             if current is not None:
@@ -317,7 +638,10 @@ class Scheduler:
         except Exception as exc:  # a ccwatch bug: record it, keep running
             error = self._internal(job, exc)
         job.task = None
-        duration = loop.time() - started
+        if job.removed:
+            return  # removed by a reload while in flight: its series are gone
+        now = loop.time()
+        duration = now - started
         self.polls_total += 1
         if not job.attempted:
             job.attempted = True
@@ -325,7 +649,7 @@ class Scheduler:
         if error is None:
             assert reading is not None
             try:
-                self._record_success(job, reading, duration)
+                self._record_success(job, reading, duration, now)
             except Exception as exc:  # a reading that cannot be rendered is a bug too
                 error = self._internal(job, exc)
         try:
@@ -348,18 +672,18 @@ class Scheduler:
         if self._stopping:
             return
         assert self._loop is not None
+        now = self._loop.time()
         if error is None:
             delay = job.interval
         else:
             delay = job.interval * BACKOFF[min(job.failures, len(BACKOFF)) - 1]
-            if error.retry_after is not None:
-                retry_after = min(error.retry_after, MAX_RETRY_AFTER)
-                delay = max(delay, retry_after)
+            if error.retry_after is not None and job.group is not None:
                 # the server asked the whole target to wait, not just this job
-                self.holds[job.target] = max(
-                    self.holds.get(job.target, 0.0), self._loop.time() + retry_after
+                retry_after = min(error.retry_after, job.max_retry_after)
+                delay = max(delay, retry_after)
+                self._set_hold(
+                    job.group, now + retry_after, self._wall() + retry_after, error.reason
                 )
-        now = self._loop.time()
         due = job.due + delay
         if due < now:  # overran: skip the missed slots, keep the phase
             due += math.ceil((now - due) / job.interval) * job.interval
@@ -372,7 +696,7 @@ class Scheduler:
         getattr(log, level)(event, **fields)
         self.history.append({"timestamp": self._wall(), "level": level, "event": event, **fields})
 
-    def _record_success(self, job: Job, reading: Reading, duration: float) -> None:
+    def _record_success(self, job: Job, reading: Reading, duration: float, now: float) -> None:
         store = self.store
         key = job.id
         lines: dict[str, str] = {}
@@ -388,14 +712,15 @@ class Scheduler:
             job.families = families
         for family, text in lines.items():
             store.set(family, key, text.encode())
-        now = self._wall()
-        job.last_success = now
+        wall = self._wall()
+        job.last_success = wall
+        self._mark_fresh(job, now)
         store.set(POLL_SUCCESS, key, f"{POLL_SUCCESS}{{{job.poll_labels}}} 1\n".encode())
         store.set(
             POLL_DURATION, key, f"{POLL_DURATION}{{{job.poll_labels}}} {duration!r}\n".encode()
         )
         store.set(
-            POLL_LAST_SUCCESS, key, f"{POLL_LAST_SUCCESS}{{{job.poll_labels}}} {now!r}\n".encode()
+            POLL_LAST_SUCCESS, key, f"{POLL_LAST_SUCCESS}{{{job.poll_labels}}} {wall!r}\n".encode()
         )
         if job.failures:
             self._event(
@@ -403,12 +728,21 @@ class Scheduler:
                 "poll_recovered",
                 **job.log_fields,
                 failed_polls=job.failures,
-                failed_for_seconds=round(now - (job.failing_since or now), 3),
+                failed_for_seconds=round(wall - (job.failing_since or wall), 3),
                 previous_reason=job.last_reason,
             )
             job.failures = 0
             job.failing_since = None
             job.last_reason = None
+        elif job.stale:
+            self._event(
+                "info",
+                "poll_fresh",
+                **job.log_fields,
+                stale_for_seconds=round(wall - (job.stale_since or wall), 3),
+            )
+        job.stale = False
+        job.stale_since = None
         watched = reading.watched()
         if watched:
             if job.watched is not None and watched != job.watched:
@@ -422,6 +756,9 @@ class Scheduler:
         for family in job.families:
             store.delete(family, key)
         job.families = ()
+        job.fresh_until = math.inf
+        job.stale = False
+        job.stale_since = None
         store.set(POLL_SUCCESS, key, f"{POLL_SUCCESS}{{{job.poll_labels}}} 0\n".encode())
         store.set(
             POLL_DURATION, key, f"{POLL_DURATION}{{{job.poll_labels}}} {duration!r}\n".encode()
@@ -440,7 +777,7 @@ class Scheduler:
         if job.failures == 1 or reason != job.last_reason:
             fields: dict[str, Any] = {**job.log_fields, "reason": reason, "error": error.detail}
             if error.retry_after is not None:
-                fields["retry_after_seconds"] = error.retry_after
+                fields["retry_after_seconds"] = min(error.retry_after, job.max_retry_after)
             if job.failures == 1:
                 job.failing_since = self._wall()
                 self._event("warning", "poll_failing", **fields)
@@ -452,3 +789,10 @@ class Scheduler:
                     previous_reason=job.last_reason,
                 )
         job.last_reason = reason
+
+    def _set_interval(self, job: Job) -> None:
+        self.store.set(
+            POLL_INTERVAL,
+            job.id,
+            f"{POLL_INTERVAL}{{{job.poll_labels}}} {format_value(job.interval)}\n".encode(),
+        )

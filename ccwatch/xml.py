@@ -12,6 +12,7 @@ import re
 from lxml import etree
 
 from ccwatch.errors import ParseFailure
+from ccwatch.numbers import parse_decimal, parse_decimal_int
 
 _PARSER = etree.XMLParser(
     resolve_entities=False,
@@ -24,6 +25,8 @@ _PARSER = etree.XMLParser(
     recover=False,
 )
 
+#: What XML calls white space (its ``S`` production).
+_XML_WHITESPACE = " \t\r\n"
 _TAG_RE = re.compile(rb"<[A-Za-z_][^<>]*>")
 # a cheap test for an unquoted attribute value anywhere: '=' then neither quote nor space
 _UNQUOTED_HINT_RE = re.compile(rb"=[^\s\"']")
@@ -74,10 +77,11 @@ def expect_root(root: etree._Element, name: str) -> None:
 
 
 def child_text(root: etree._Element, name: str) -> str:
-    """The text of the first child element whose local name is ``name``."""
+    """The text of the first child element whose local name is ``name``, without the
+    XML whitespace around it (only that: Unicode spaces are part of the text)."""
     for child in root:
         if local_name(child) == name:
-            return (child.text or "").strip()
+            return (child.text or "").strip(_XML_WHITESPACE)
     raise ParseFailure(f"<{local_name(root)}> has no <{name}> element")
 
 
@@ -102,17 +106,11 @@ def parse_bool(value: str, what: str) -> bool:
 
 
 def parse_int(value: str, what: str) -> int:
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise ParseFailure(f"{what}: expected an integer, got {value!r}") from None
+    """A plain ASCII decimal integer of magnitude at most 2**53 (see :mod:`ccwatch.numbers`)."""
+    return parse_decimal_int(value, what)
 
 
 def parse_float(value: str, what: str) -> float:
-    try:
-        result = float(value.strip())
-    except ValueError:
-        raise ParseFailure(f"{what}: expected a number, got {value!r}") from None
-    if result != result or result in (float("inf"), float("-inf")):
-        raise ParseFailure(f"{what}: expected a finite number, got {value!r}")
-    return result
+    """A plain ASCII decimal number, finite and exactly representable
+    (see :mod:`ccwatch.numbers`)."""
+    return parse_decimal(value, what)

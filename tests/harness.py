@@ -16,18 +16,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from ccwatch.config import parse_config
+from ccwatch.config import load_config, parse_config
 from ccwatch.daemon import Daemon
 from ccwatch.simulator import serve
 
@@ -157,6 +160,40 @@ async def daemon(config: Mapping[str, Any]) -> AsyncIterator[Running]:
             yield Running(instance, f"http://{host}:{port}", session)
     finally:
         await instance.stop()
+
+
+@asynccontextmanager
+async def reloadable_daemon(path: Path, config: Mapping[str, Any]) -> AsyncIterator[Running]:
+    """:func:`daemon` from a config file at ``path``, so that ``/-/reload`` rereads it."""
+    write_config(path, config)
+    instance = Daemon(load_config(path), config_path=path)
+    await instance.start()
+    try:
+        host, port = instance.bound[0]
+        async with aiohttp.ClientSession() as session:
+            yield Running(instance, f"http://{host}:{port}", session)
+    finally:
+        await instance.stop()
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> None:
+    """Write ``config`` (listening on a free port of 127.0.0.1) as YAML to ``path``."""
+    path.write_text(yaml.safe_dump({**config, "web": {"listen_address": "127.0.0.1:0"}}))
+
+
+async def reload(d: Running) -> str:
+    """POST /-/reload; assert it succeeded; return its answer."""
+    async with d.session.post(f"{d.url}/-/reload") as resp:
+        text = await resp.text()
+        assert resp.status == 200, text
+        return text
+
+
+async def events(d: Running, target: str | None = None) -> list[dict[str, Any]]:
+    """The transition events at /logs, oldest first."""
+    status, text = await d.get("/logs" + (f"?target={target}" if target else ""))
+    assert status == 200
+    return [json.loads(line) for line in text.splitlines()]
 
 
 POLL_ERRORS = "ccwatch_poll_errors_total"

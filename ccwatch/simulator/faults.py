@@ -19,6 +19,21 @@ Kinds and their parameters:
 * ``reset``: the connection is dropped without an answer.
 * ``unknown_entry_point``: the vendor handler answers as if the id in the path were not
   configured (only for handlers registered with :func:`set_unknown_id_handler`).
+* ``number``: ``value`` (str, default 400 nines): the normal answer (same status and
+  Content-Type) with every number replaced by ``value``, as it is, so that an invalid
+  number (``٤``, ``1e400``, 400 digits) ends up in the body. In XML: the text of every
+  element whose whole text is a number (``<ns2:count>4</ns2:count>``) and every attribute
+  value that is a number, quoted or not (``responseType=0`` stays unquoted). In JSON:
+  every number value (written raw, unquoted) and every string value of digits only
+  (``"totalItems": "5"``, written quoted); keys are left alone.
+* ``gzip_bomb``: ``size`` (bytes of the decoded body, default 200 MiB), ``chunked`` (bool,
+  default false), ``encoding`` (``gzip`` or ``deflate``, i.e. the zlib format; default
+  ``gzip``): a 200 answer with ``Content-Encoding`` whose decoded body is the normal
+  answer padded to ``size`` bytes as ``oversized`` pads it, but with blanks (which
+  compress best), so that a client without a cap on the decoded size would read it and
+  export its values. 200 MiB compress to about 200 KB; with ``chunked`` that is
+  streamed without Content-Length. The compressed body is built incrementally (the
+  decoded body never exists in memory) in a worker thread, and cached per store.
 
 The middleware is vendor-agnostic: it only looks at the request path and at the normal
 response (its body and Content-Type), so it works for XML and JSON vendors alike.
@@ -27,10 +42,14 @@ response (its body and Content-Type), so it works for XML and JSON vendors alike
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import re
 import socket
 import struct
-from collections.abc import Callable, Mapping
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final
@@ -52,7 +71,15 @@ __all__ = [
 ]
 
 DEFAULT_OVERSIZED: Final = 2 * 1024 * 1024
+DEFAULT_BOMB: Final = 200 * 1024 * 1024
+#: 400 nines: an integer no float holds (float() overflows), the ``number`` default.
+DEFAULT_NUMBER: Final = "9" * 400
+#: How many compressed ``gzip_bomb`` bodies a store keeps.
+BOMB_CACHE_SIZE: Final = 8
+BOMB_ENCODINGS: Final = ("gzip", "deflate")
 _STREAM_CHUNK: Final = 64 * 1024
+#: The decoded body of a ``gzip_bomb`` is fed to the compressor in pieces of about this.
+_BOMB_PIECE: Final = 1024 * 1024
 _UNKNOWN_ID_ATTR: Final = "_ccwatch_sim_unknown_id"
 
 _HTML_PAGE: Final = (
@@ -124,6 +151,12 @@ def _size(name: str, value: object) -> int:
     return _int(name, value, minimum=1)
 
 
+def _encoding(name: str, value: object) -> str:
+    if value not in BOMB_ENCODINGS:
+        raise FaultError(f"{name} must be one of {list(BOMB_ENCODINGS)}")
+    return _str(name, value)
+
+
 _Validator = Callable[[str, object], object]
 
 # kind -> {param: (validator, default or _REQUIRED)}
@@ -137,6 +170,12 @@ KINDS: Final[Mapping[str, Mapping[str, tuple[_Validator, object]]]] = {
     "content_type": {"content_type": (_str, "text/plain")},
     "reset": {},
     "unknown_entry_point": {},
+    "number": {"value": (_str, DEFAULT_NUMBER)},
+    "gzip_bomb": {
+        "size": (_size, DEFAULT_BOMB),
+        "chunked": (_bool, False),
+        "encoding": (_encoding, "gzip"),
+    },
 }
 
 
@@ -197,6 +236,8 @@ class FaultStore:
     def __init__(self) -> None:
         self.faults: list[Fault] = []
         self._next_id = 1
+        # (normal body, content type, size, encoding) -> its compressed gzip_bomb body
+        self._bombs: OrderedDict[tuple[bytes, str, int, str], asyncio.Future[bytes]] = OrderedDict()
 
     def add(self, data: object) -> Fault:
         fault = parse_fault(data, self._next_id)
@@ -230,9 +271,35 @@ class FaultStore:
                 return fault
         return None
 
+    async def compressed_padding(
+        self, body: bytes, content_type: str, size: int, encoding: str
+    ) -> bytes:
+        """``body`` padded to ``size`` bytes and compressed, built once per store and kept
+        for the last :data:`BOMB_CACHE_SIZE` keys. The build runs in a worker thread; a
+        request arriving meanwhile waits for the same build."""
+        key = (body, content_type, size, encoding)
+        built = self._bombs.get(key)
+        if built is None:
+            built = asyncio.ensure_future(
+                asyncio.to_thread(compress_padded, body, content_type, size, encoding)
+            )
+            self._bombs[key] = built
+            while len(self._bombs) > BOMB_CACHE_SIZE:
+                self._bombs.popitem(last=False)
+        else:
+            self._bombs.move_to_end(key)
+        try:
+            # shielded: a client that goes away does not cancel the others' build
+            return await asyncio.shield(built)
+        except Exception:
+            if self._bombs.get(key) is built:
+                del self._bombs[key]
+            raise
+
     def middleware(self) -> Middleware:
         faults = self.faults
         take = self.take
+        store = self
 
         @web.middleware
         async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -241,7 +308,7 @@ class FaultStore:
             fault = take(request.path)
             if fault is None:
                 return await handler(request)
-            return await _apply(fault, request, handler)
+            return await _apply(store, fault, request, handler)
 
         return fault_middleware
 
@@ -262,9 +329,15 @@ def _body_of(resp: web.StreamResponse) -> bytes | None:
     return None
 
 
-def _pad(body: bytes, content_type: str, size: int) -> bytes:
-    """Grow ``body`` to ``size`` bytes while keeping it valid-looking for its type."""
-    filler_unit = b"ccwatch-simulator-padding-"
+def _pad_parts(
+    body: bytes, content_type: str, size: int, unit: bytes | None = None
+) -> tuple[bytes, bytes, int, bytes]:
+    """How :func:`_pad` grows ``body``: (head, filler unit, filler length, tail).
+
+    ``unit`` replaces the default filler unit (the filler of a JSON array is always
+    blanks: leading whitespace).
+    """
+    filler_unit = unit or b"ccwatch-simulator-padding-"
     stripped = body.lstrip()
     if "xml" in content_type or stripped.startswith(b"<"):
         decl_end = body.find(b"?>") + 2 if body.startswith(b"<?xml") else 0
@@ -280,12 +353,102 @@ def _pad(body: bytes, content_type: str, size: int) -> bytes:
             filler_unit = b" "
     else:
         head, tail = body, b"\n"
-    need = max(0, size - len(head) - len(tail))
-    filler = (filler_unit * (need // len(filler_unit) + 1))[:need]
-    return head + filler + tail
+    return head, filler_unit, max(0, size - len(head) - len(tail)), tail
 
 
-async def _apply(fault: Fault, request: web.Request, handler: Handler) -> web.StreamResponse:
+def _filler(unit: bytes, length: int) -> bytes:
+    return (unit * (length // len(unit) + 1))[:length]
+
+
+def _pad(body: bytes, content_type: str, size: int) -> bytes:
+    """Grow ``body`` to ``size`` bytes while keeping it valid-looking for its type."""
+    head, unit, need, tail = _pad_parts(body, content_type, size)
+    return head + _filler(unit, need) + tail
+
+
+def _padded_pieces(body: bytes, content_type: str, size: int) -> Iterator[bytes]:
+    """The bytes of ``_pad(body, content_type, size)`` with blanks as the filler, in
+    pieces of at most about :data:`_BOMB_PIECE` bytes: never all at once."""
+    # Blanks: deflate's best ratio (about 1032:1) needs matches at a distance of 1 to 4
+    # bytes; the default filler's 26-byte period would compress 2.5 times worse.
+    head, unit, need, tail = _pad_parts(body, content_type, size, unit=b" ")
+    yield head
+    block = unit * (_BOMB_PIECE // len(unit))  # whole units: the pattern runs on
+    for _ in range(need // len(block)):
+        yield block
+    yield _filler(unit, need % len(block))
+    yield tail
+
+
+def compress_padded(body: bytes, content_type: str, size: int, encoding: str) -> bytes:
+    """The ``gzip_bomb`` body: ``body`` padded to ``size`` bytes, gzip- or zlib-compressed
+    (``Content-Encoding: deflate`` is the zlib format), built piece by piece."""
+    wbits = 31 if encoding == "gzip" else 15
+    compressor = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    out = [compressor.compress(piece) for piece in _padded_pieces(body, content_type, size)]
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
+# an XML element whose whole text is a number (the number is group 2)
+_XML_TEXT_NUMBER_RE: Final = re.compile(rb"(>\s*)(-?[0-9]+(?:\.[0-9]+)?)(?=\s*<)")
+_XML_START_TAG_RE: Final = re.compile(rb"<[A-Za-z_][^<>]*>")
+# name=value in a start tag, the value a number: "4", '4' or 4 (unquoted, as ECE writes)
+_XML_NUMBER_ATTR_RE: Final = re.compile(
+    rb"(\s[A-Za-z_][\w.:-]*\s*=\s*)"
+    rb"(?:\"(-?[0-9]+(?:\.[0-9]+)?)\"|'(-?[0-9]+(?:\.[0-9]+)?)'|(-?[0-9]+(?:\.[0-9]+)?)(?=[\s/>]))"
+)
+# JSON tokens: a key (kept), a string value (group 1), a number value (group 2)
+_JSON_TOKEN_RE: Final = re.compile(
+    rb'"(?:[^"\\]|\\.)*"(?=\s*:)'
+    rb'|("(?:[^"\\]|\\.)*")'
+    rb"|(?<![\w.])(-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)",
+    re.DOTALL,
+)
+_DIGITS_RE: Final = re.compile(rb'"[0-9]+"')
+
+
+def _replace_numbers(body: bytes, content_type: str, value: str) -> bytes:
+    """``body`` with every number replaced by ``value``, as it is (see ``number``)."""
+    if "xml" in content_type or body.lstrip().startswith(b"<"):
+        text = _xml_escape(value).encode()
+        attr = _xml_escape(value, quotes=True).encode()
+
+        def attribute(m: re.Match[bytes]) -> bytes:
+            if m.group(2) is not None:
+                return m.group(1) + b'"' + attr + b'"'
+            if m.group(3) is not None:
+                return m.group(1) + b"'" + attr + b"'"
+            return m.group(1) + attr  # unquoted stays unquoted
+
+        def start_tag(m: re.Match[bytes]) -> bytes:
+            return _XML_NUMBER_ATTR_RE.sub(attribute, m.group(0))
+
+        body = _XML_TEXT_NUMBER_RE.sub(lambda m: m.group(1) + text, body)
+        return _XML_START_TAG_RE.sub(start_tag, body)
+    raw = value.encode()
+    quoted = json.dumps(value, ensure_ascii=False).encode()
+
+    def token(m: re.Match[bytes]) -> bytes:
+        if m.group(2) is not None:
+            return raw
+        if m.group(1) is not None and _DIGITS_RE.fullmatch(m.group(1)):
+            return quoted
+        return m.group(0)
+
+    return _JSON_TOKEN_RE.sub(token, body)
+
+
+def _xml_escape(value: str, *, quotes: bool = False) -> str:
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if quotes:
+        value = value.replace('"', "&quot;").replace("'", "&apos;")
+    return value
+
+
+async def _apply(
+    store: FaultStore, fault: Fault, request: web.Request, handler: Handler
+) -> web.StreamResponse:
     kind = fault.kind
     params = fault.params
     if kind == "status":
@@ -315,6 +478,18 @@ async def _apply(fault: Fault, request: web.Request, handler: Handler) -> web.St
         if params["chunked"]:
             return await _stream(request, padded, content_type)
         return web.Response(status=200, body=padded, content_type=content_type)
+    if kind == "gzip_bomb":
+        content_type = resp.content_type if body is not None else "application/octet-stream"
+        encoding: str = params["encoding"]
+        compressed = await store.compressed_padding(
+            body or b"", content_type, params["size"], encoding
+        )
+        # The header is ours and aiohttp leaves the bytes alone: it compresses only
+        # when enable_compression() is called, which it never is here.
+        headers = {"Content-Encoding": encoding}
+        if params["chunked"]:
+            return await _stream(request, compressed, content_type, headers)
+        return web.Response(status=200, body=compressed, content_type=content_type, headers=headers)
     if body is None:  # a streamed answer: leave it alone
         return resp
     assert isinstance(resp, web.Response)
@@ -322,11 +497,18 @@ async def _apply(fault: Fault, request: web.Request, handler: Handler) -> web.St
         resp.body = body[: len(body) // 2]
     elif kind == "content_type":
         resp.headers[hdrs.CONTENT_TYPE] = params["content_type"]
+    elif kind == "number":
+        resp.body = _replace_numbers(body, resp.content_type, params["value"])
     return resp
 
 
-async def _stream(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
-    resp = web.StreamResponse(status=200)
+async def _stream(
+    request: web.Request,
+    body: bytes,
+    content_type: str,
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    resp = web.StreamResponse(status=200, headers=headers)
     resp.content_type = content_type
     resp.enable_chunked_encoding()
     await resp.prepare(request)

@@ -36,6 +36,7 @@ from ccwatch.collector import label_text
 from ccwatch.config import Duration, OAuth2, TargetConfig, _resolve_secret
 from ccwatch.errors import ParseFailure
 from ccwatch.http import TargetClient
+from ccwatch.numbers import check_json_int, parse_decimal_int, shown
 from ccwatch.oauth2 import TokenRegistry
 from ccwatch.sources.base import Family, JobSpec, Reading, Sample, Source
 
@@ -152,17 +153,25 @@ def _load_object(body: bytes, collection: str) -> dict[str, Any]:
 
 
 def parse_total_items(data: Mapping[str, Any], collection: str) -> int:
-    """``totalItems``: an integer, or a string of digits as in the spec's examples."""
+    """``totalItems``: an integer, or a string of digits as in the spec's examples.
+
+    Either way a plain ASCII decimal of at most 2**53 (:mod:`ccwatch.numbers`): a string
+    such as ``"٤"`` or ``"1_000"``, or a number beyond 2**53 (which orjson reads as a
+    64-bit integer, or as a float beyond that), fails the poll as ``parse``.
+    """
     if "totalItems" not in data:
         raise ParseFailure(f"{collection}: no totalItems")
     value = data["totalItems"]
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ParseFailure(
-        f"{collection}: totalItems is not a non-negative integer: {str(value)[:40]!r}"
-    )
+    what = f"{collection}: totalItems"
+    if isinstance(value, str):
+        total = parse_decimal_int(value, what)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        total = check_json_int(value, what)
+    else:
+        raise ParseFailure(f"{what}: expected a non-negative integer, got {shown(value)}")
+    if total < 0:
+        raise ParseFailure(f"{what}: expected a non-negative integer, got {shown(value)}")
+    return total
 
 
 def _items(data: Mapping[str, Any], collection: str, total: int) -> list[Any]:

@@ -18,10 +18,9 @@ ccwatch never calls the survey API (the one POST).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field, field_validator
 from yarl import URL
@@ -236,13 +235,35 @@ async def _poll(client: TargetClient, url: URL, endpoint: str) -> Reading:
     return PARSERS[endpoint](response.body)
 
 
+class _Poll:
+    """One job's poll. Its URL is made at the first poll, not when the job is built: a
+    reload builds every job of a changed target, and most only hand their poll over."""
+
+    __slots__ = ("base", "client", "endpoint", "path", "url")
+
+    def __init__(self, client: TargetClient, base: str, path: str, endpoint: str) -> None:
+        self.client = client
+        self.base = base
+        self.path = path
+        self.endpoint = endpoint
+        self.url: URL | None = None
+
+    def __call__(self) -> Coroutine[Any, Any, Reading]:
+        url = self.url
+        if url is None:
+            # the base URL is encoded once per target; the path is plain ASCII
+            url = self.url = URL(self.base + self.path, encoded=True)
+        return _poll(self.client, url, self.endpoint)
+
+
 def jobs(target: EceTarget, client: TargetClient) -> list[JobSpec]:
     out = []
+    base = str(URL(client.url("")))
     for entry_point in target.entry_points:
         subject = {"entry_point": str(entry_point)}
         for endpoint in target.endpoints:
-            url = URL(client.url(PATH.format(endpoint=endpoint, entry_point=entry_point)))
-            out.append(JobSpec(endpoint, subject, partial(_poll, client, url, endpoint)))
+            path = PATH.format(endpoint=endpoint, entry_point=entry_point)
+            out.append(JobSpec(endpoint, subject, _Poll(client, base, path, endpoint)))
     return out
 
 

@@ -39,6 +39,7 @@ from yarl import URL
 from ccwatch.config import Duration, TargetConfig
 from ccwatch.errors import ParseFailure
 from ccwatch.http import TargetClient
+from ccwatch.numbers import check_json_int
 from ccwatch.sources.base import Family, JobSpec, Reading, Sample, Source, escape_label_value
 
 NAME: Final = "genesys_services"
@@ -206,7 +207,9 @@ def _service_type(service: dict[str, Any], started: dict[str, Any], i: int) -> s
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ParseFailure(f"[{i}].service_type: expected a number or a string")
-    return str(value)
+    if isinstance(value, int):  # a business attribute id: a plain integer of at most 2**53
+        return str(check_json_int(value, f"[{i}].service_type"))
+    return value
 
 
 def parse_active(

@@ -45,6 +45,7 @@ from ccwatch.collector import label_text
 from ccwatch.config import TargetConfig
 from ccwatch.errors import ParseFailure, StatusFailure
 from ccwatch.http import TargetClient
+from ccwatch.numbers import check_json_int
 from ccwatch.sources.base import Family, JobSpec, Sample, Source, StateSet
 
 NAME: Final = "gms_probe"
@@ -195,8 +196,10 @@ def parse_create(body: bytes) -> str:
         value = data.get(key)
         if isinstance(value, bool):
             continue
-        if isinstance(value, int) or (isinstance(value, str) and value.strip()):
-            return str(value).strip()
+        if isinstance(value, int):  # a number is a plain integer of at most 2**53
+            return str(check_json_int(value, f"create: {key}"))
+        if isinstance(value, str) and value.strip():
+            return value.strip()
     raise ParseFailure("create: no service id (_id or id) in the answer")
 
 

@@ -184,3 +184,25 @@ def test_thresholds_live_in_one_group_and_are_all_used() -> None:
     assert groups[0]["name"] == THRESHOLD_GROUP
     assert used - set(defined) == set(), "thresholds used but not defined"
     assert set(defined) - used == set(), "thresholds defined but never used"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def test_alert_tables_match_the_rules() -> None:
+    """The header table of the rules file and the runbook's table: every alert, its
+    ``for:`` and severity, in the order of the rules file."""
+    expected = [(r["alert"], r["for"], r["labels"]["severity"]) for r in alerts()]
+    header = re.findall(
+        r"^#\s+(Ccwatch\w+)\s+(\S+)\s+(\w+)\s*$", RULES.read_text(encoding="utf-8"), re.M
+    )
+    assert header == expected, "the header table of the rules file is out of date"
+    runbook = re.findall(
+        r"^\| \[(Ccwatch\w+)\]\(#(\w+)\) \| (\S+) \| (\w+) \|",
+        RUNBOOK.read_text(encoding="utf-8"),
+        re.M,
+    )
+    assert [(name, for_, sev) for name, _, for_, sev in runbook] == expected, (
+        "the alert table of docs/runbook.md is out of date"
+    )
+    assert all(anchor == name.lower() for name, anchor, _, _ in runbook)

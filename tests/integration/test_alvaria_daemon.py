@@ -399,3 +399,40 @@ async def test_no_secret_in_metrics_or_logs(sim: Sim) -> None:
     for secret in (SECRET, API_KEY, wrong_secret, *tokens):
         assert secret not in text
         assert secret not in logged
+
+
+NUMBER_VALUES = {"400-digits": "9" * 400, "arabic-indic-four": "٤"}
+
+
+@pytest.mark.parametrize("total_items_as", ["string", "int"])
+@pytest.mark.parametrize("value", list(NUMBER_VALUES.values()), ids=list(NUMBER_VALUES))
+async def test_a_total_items_out_of_rule_fails_the_job_as_parse(
+    sim: Sim, value: str, total_items_as: str
+) -> None:
+    # "string": "totalItems": "<value>" (as in the spec's examples); "int": "totalItems": <value>
+    await sim.put("alvaria/config", {"total_items_as": total_items_as})
+    name = f"alv-number-{len(value)}-{total_items_as}"
+    job = {"target": name, "endpoint": "customers"}
+    async with daemon(config(alvaria_target(sim, name))) as d:
+        s = await d.wait_for(all_ok(name))
+        items = s.value(ITEMS, target=name, collection="customers")
+        assert items is not None
+        with structlog.testing.capture_logs() as events:
+            fault = {"kind": "number", "value": value}
+            s = await harness.fail_with_one_reason(d, sim, CUSTOMERS_A, fault, "parse", job)
+            # never a ccwatch bug; the failed job's series are gone, the others' kept
+            assert s.series("ccwatch_poll_errors_total", reason="internal") == []
+            assert s.value(ITEMS, target=name, collection="customers") is None
+            assert s.value(ITEMS, target=name, collection="settings") is not None
+            # the daemon keeps running: the target's other jobs are polled again
+            others = [{"target": name, "endpoint": c} for c in ("settings", "channels")]
+            await harness.wait_polled_again(d, s, others, what="the other jobs polled again")
+            assert (await d.get("/-/healthy"))[0] == 200
+            await sim.clear_faults()
+            s = await d.wait_for(lambda s: s.value("ccwatch_poll_success", **job) == 1.0)
+            assert s.value(ITEMS, target=name, collection="customers") == items
+        failing = harness.assert_failed_once_then_recovered(
+            events, "parse", target=name, endpoint="customers"
+        )
+        assert len(failing["error"]) < 200  # 400 digits do not bloat the log line
+        assert s.value(TOKEN_FAILURES, target=name) == 0.0

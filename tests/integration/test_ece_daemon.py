@@ -418,3 +418,47 @@ async def test_recent_transitions_at_logs(sim: Sim) -> None:
         status, text = await d.get("/logs?target=other")
         assert status == 200
         assert text == ""
+
+
+NUMBER_VALUES = {"400-digits": "9" * 400, "arabic-indic-four": "٤"}
+#: What the simulator's entry point 1000 answers once the fault is gone (see STATE).
+RECOVERED = {
+    "capacity": {"ccwatch_ece_available_slots": 5.0},
+    "liveSessionStatus": {"ccwatch_ece_queue_depth": 2.0, "ccwatch_ece_wait_time_seconds": 42.5},
+}
+
+
+@pytest.mark.parametrize("endpoint", ["capacity", "liveSessionStatus"])
+@pytest.mark.parametrize("value", list(NUMBER_VALUES.values()), ids=list(NUMBER_VALUES))
+async def test_a_number_out_of_rule_fails_the_job_as_parse(
+    sim: Sim, endpoint: str, value: str
+) -> None:
+    config = ece_config(sim, endpoints=["capacity", "liveSessionStatus"])
+    async with daemon(config) as d:
+        await d.wait_for(
+            lambda s: [x.value for x in s.series("ccwatch_poll_success")] == [1.0] * 4,
+            what="every job polled",
+        )
+        job = {"target": "ece", "endpoint": endpoint, "entry_point": "1000"}
+        other = {"target": "ece", "endpoint": endpoint, "entry_point": "1001"}
+        fault = {"kind": "number", "value": value}
+        with structlog.testing.capture_logs() as events:
+            s = await harness.fail_with_one_reason(
+                d, sim, f"/entrypoint/{endpoint}/1000", fault, "parse", job
+            )
+            # never a ccwatch bug
+            assert s.series("ccwatch_poll_errors_total", reason="internal") == []
+            for family in RECOVERED[endpoint]:
+                assert s.value(family, entry_point="1000") is None
+            # the daemon keeps running: the other entry point is polled again, all is well
+            await harness.wait_polled_again(d, s, [other], what="1001 polled again")
+            assert (await d.get("/-/healthy"))[0] == 200
+            await sim.clear_faults()
+            s = await d.wait_for(succeeded(endpoint, "1000"), what="recovery")
+            for family, expected in RECOVERED[endpoint].items():
+                assert s.value(family, entry_point="1000") == expected
+        failing = harness.assert_failed_once_then_recovered(
+            events, "parse", target="ece", entry_point="1000", endpoint=endpoint
+        )
+        assert len(failing["error"]) < 200  # 400 digits do not bloat the log line
+        assert not [e for e in events if e["event"] == "scheduler_error"]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
+import zlib
 from typing import Any
 
 import orjson
 import pytest
 
+from ccwatch.errors import ParseFailure
 from ccwatch.simulator import build_app
 from ccwatch.simulator.alvaria import (
     ALVARIA_KEY,
@@ -19,6 +22,7 @@ from ccwatch.simulator.alvaria import (
     TOKEN_PATH,
     iso,
 )
+from ccwatch.simulator.faults import _replace_numbers
 from ccwatch.sources import alvaria_context_cookies as alvaria
 from tests.harness import Sim, simulator
 from tests.simulator.conftest import SimClient, StartSim
@@ -143,6 +147,77 @@ async def test_total_items_as_integer(sim: Sim) -> None:
     await sim.put("alvaria/config", {"total_items_as": "int"})
     data = orjson.loads((await api(sim, "channels"))[2])
     assert isinstance(data["totalItems"], int)
+
+
+# --------------------------------------------------------------------------- faults
+
+NINES = "9" * 400
+CUSTOMERS = "/contextCookies/customers"
+
+
+async def test_fault_number_in_json_strings_of_digits(sim: Sim) -> None:
+    normal = (await api(sim, "customers"))[2]
+    total = f'"totalItems":"{orjson.loads(normal)["totalItems"]}"'.encode()
+    assert total in normal
+    await sim.fault(CUSTOMERS, "number", value="٤")
+    status, ctype, body = await api(sim, "customers")
+    assert (status, ctype) == (200, "application/json")
+    # a string stays a string; nothing else changed (ids like "customer1" are no numbers)
+    assert body == normal.replace(total, '"totalItems":"٤"'.encode())
+    with pytest.raises(ParseFailure):
+        alvaria.parse_collection(body, "customers")
+
+
+async def test_fault_number_in_json_numbers_is_written_raw(sim: Sim) -> None:
+    await sim.put("alvaria/config", {"total_items_as": "int"})
+    normal = (await api(sim, "channels"))[2]
+    total = f'"totalItems":{orjson.loads(normal)["totalItems"]}'.encode()
+    assert total in normal
+    await sim.fault("/contextCookies/channels", "number")  # the default: 400 nines
+    status, ctype, body = await api(sim, "channels")
+    assert (status, ctype) == (200, "application/json")
+    assert body == normal.replace(total, b'"totalItems":' + NINES.encode())
+    assert json.loads(body)["totalItems"] == int(NINES)  # valid JSON, for Python's json
+    with pytest.raises(orjson.JSONDecodeError):  # ... but no double can hold it
+        orjson.loads(body)
+    with pytest.raises(ParseFailure):
+        alvaria.parse_collection(body, "channels")
+    await sim.clear_faults()
+    await sim.fault("/contextCookies/channels", "number", value="٤")
+    body = (await api(sim, "channels"))[2]
+    assert '"totalItems":٤'.encode() in body  # unquoted, as it was: no JSON any more
+    with pytest.raises(ParseFailure, match="invalid JSON"):
+        alvaria.parse_collection(body, "channels")
+
+
+def test_fault_number_leaves_keys_and_other_strings_alone() -> None:
+    body = b'{"2": [1, -2.5e3, "3", "x4", true, null], "s": "a\\"5", "n": 0}'
+    assert _replace_numbers(body, "application/json", "X") == (
+        b'{"2": [X, X, "X", "x4", true, null], "s": "a\\"5", "n": X}'
+    )
+
+
+async def test_fault_gzip_bomb_on_json(sim: Sim) -> None:
+    normal = orjson.loads((await api(sim, "settings"))[2])
+    size = 2 * 1024 * 1024
+    await sim.fault("/contextCookies/settings", "gzip_bomb", size=size, encoding="deflate")
+    url = sim.url + API.format(org="orgA", collection="settings")
+    headers = {"Authorization": f"Bearer {await access_token(sim)}", "x-api-key": DEFAULT_API_KEY}
+    async with sim.session.get(url, headers=headers, auto_decompress=False) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Encoding"] == "deflate"
+        assert resp.content_type == "application/json"
+        raw = await resp.read()
+    assert len(raw) < size // 500
+    body = zlib.decompress(raw)  # deflate is the zlib format
+    assert len(body) == size
+    data = orjson.loads(body)  # still the collection, padded
+    assert data["totalItems"] == normal["totalItems"]
+    assert data["settings"] == normal["settings"]
+    # an uncapped client reads it all and its value
+    status, _, decoded = await api(sim, "settings")
+    assert status == 200
+    assert decoded == body
 
 
 async def test_refusals(sim: Sim) -> None:

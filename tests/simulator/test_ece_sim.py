@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import socket
+import zlib
 from typing import Any
 
 import aiohttp
@@ -13,8 +14,11 @@ import pytest
 from aiohttp import web
 from lxml import etree
 
+from ccwatch.errors import ParseFailure
 from ccwatch.simulator import VENDORS, build_app, run_simulator
 from ccwatch.simulator.ece import ECE_KEY, ENDPOINTS, EceModel
+from ccwatch.simulator.faults import BOMB_CACHE_SIZE, FAULTS_KEY
+from ccwatch.sources import ece
 from tests.simulator.conftest import Reply, SimClient, StartSim
 
 ECE = "/system/egain/chat/entrypoint"
@@ -556,6 +560,10 @@ async def test_control_routes_are_never_faulted(sim: Sim) -> None:
         {"path": "/x", "kind": "reset", "count": 0},
         {"path": 5, "kind": "reset"},
         {"path": "/x", "kind": "status", "status": 500, "headers": {"a": 1}},
+        {"path": "/x", "kind": "number", "value": 5},
+        {"path": "/x", "kind": "gzip_bomb", "encoding": "br"},
+        {"path": "/x", "kind": "gzip_bomb", "size": 0},
+        {"path": "/x", "kind": "gzip_bomb", "chunked": "yes"},
         [1],
     ],
 )
@@ -563,6 +571,153 @@ async def test_fault_validation(sim: Sim, spec: Any) -> None:
     reply = await sim.request("POST", "/-/sim/faults", json=spec)
     assert reply.status == 400
     assert "error" in reply.json()
+
+
+# --------------------------------------------------------------------------- number faults
+
+NINES = "9" * 400
+
+
+async def test_fault_number_replaces_every_number_in_xml(sim: Sim) -> None:
+    await sim.put_state(**BASE_STATE)
+    normal = {name: (await sim.ece(name)).body for name in ENDPOINTS}
+    await sim.fault(path=ECE, kind="number")  # the default: 400 nines
+    faulty = {name: await sim.ece(name) for name in ENDPOINTS}
+    nines = NINES.encode()
+    expected = {
+        "capacity": normal["capacity"].replace(b">4<", b">" + nines + b"<"),
+        "liveSessionStatus": normal["liveSessionStatus"]
+        .replace(b">3.0<", b">" + nines + b"<")
+        .replace(b">1<", b">" + nines + b"<"),
+        # the unquoted attribute stays unquoted
+        "checkEligibility": normal["checkEligibility"].replace(
+            b"responseType=0 ", b"responseType=" + nines + b" "
+        ),
+        # no number: unchanged (the XML declaration's version is no attribute)
+        "agentAvailability": normal["agentAvailability"],
+        "chatAllowed": normal["chatAllowed"],
+    }
+    for name, reply in faulty.items():
+        assert reply.status == 200, name
+        assert reply.headers["Content-Type"] == "application/xml", name
+        assert reply.body == expected[name], name
+        assert reply.body != normal[name] or name in ("agentAvailability", "chatAllowed")
+    assert parse(faulty["capacity"].body).findtext(f"{CHAT_NS}count") == NINES
+    # what ccwatch makes of it: a parse failure, not a crash
+    with pytest.raises(ParseFailure):
+        ece.parse_capacity(faulty["capacity"].body)
+    with pytest.raises(ParseFailure):
+        ece.parse_check_eligibility(faulty["checkEligibility"].body)
+
+
+async def test_fault_number_writes_the_value_as_it_is(sim: Sim) -> None:
+    await sim.put_state(**BASE_STATE)
+    await sim.fault(path="/capacity/", kind="number", value="٤")
+    body = (await sim.ece("capacity")).body
+    assert "<ns2:count>٤</ns2:count>".encode() in body
+    await sim.clear_faults()
+    await sim.fault(path="/checkEligibility/", kind="number", value="1e400")
+    assert b" responseType=1e400 />" in (await sim.ece("checkEligibility")).body
+    await sim.clear_faults()
+    # a value that is no XML text is escaped: the document stays well-formed
+    await sim.fault(path="/liveSessionStatus/", kind="number", value="<1&2>")
+    root = parse((await sim.ece("liveSessionStatus")).body)
+    assert root.findtext(f"{CHAT_NS}queueDepth") == "<1&2>"
+
+
+async def test_fault_number_keeps_the_status(sim: Sim) -> None:
+    await sim.fault(path=ECE, kind="number", value="x")
+    reply = await sim.ece("chatAllowed", 4242)  # unknown: still 200, no number in it
+    assert reply.status == 200
+    assert b'reason="invalid_entry_point"' in reply.body
+    reply = await sim.ece("capacity", 4242)  # unknown: a 500 text answer
+    assert reply.status == 500
+    assert reply.headers["Content-Type"].startswith("text/plain")
+
+
+# --------------------------------------------------------------------------- gzip bombs
+
+MIB = 1024 * 1024
+
+
+async def raw_get(sim: Sim, path: str) -> tuple[int, dict[str, str], bytes]:
+    """A GET that leaves the body as sent: no automatic decompression."""
+    async with sim.session.get(sim.url + path, auto_decompress=False) as resp:
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+def decompress(raw: bytes, encoding: str) -> bytes:
+    return zlib.decompress(raw, 31 if encoding == "gzip" else 15)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_fault_gzip_bomb(sim: Sim, chunked: bool, encoding: str) -> None:
+    await sim.put_state(**BASE_STATE)
+    normal = (await sim.ece("capacity")).body
+    size = 3 * MIB
+    await sim.fault(
+        path="/capacity/", kind="gzip_bomb", size=size, chunked=chunked, encoding=encoding
+    )
+    status, headers, raw = await raw_get(sim, f"{ECE}/capacity/1000")
+    assert status == 200
+    assert headers["Content-Encoding"] == encoding  # ours, not aiohttp's
+    assert headers["Content-Type"] == "application/xml"
+    if chunked:
+        assert "Content-Length" not in headers
+        assert headers["Transfer-Encoding"] == "chunked"
+    else:
+        assert headers["Content-Length"] == str(len(raw))
+        assert "Transfer-Encoding" not in headers
+    assert len(raw) < size // 500  # deflate's best ratio is about 1032:1
+    body = decompress(raw, encoding)
+    assert len(body) == size
+    assert body.startswith(DECL + b"<!-- ")  # the normal document, padded
+    root = parse(body)  # and still one
+    assert root.tag == "availableSlots"
+    assert root.findtext(f"{CHAT_NS}count") == "4"
+    assert body.endswith(normal[len(DECL) :])
+    # a client that decompresses without a cap reads it all
+    reply = await sim.ece("capacity")
+    assert len(reply.body) == size
+    assert reply.body == body
+
+
+async def test_fault_gzip_bomb_default_is_200_mib_in_about_200_kb(sim: Sim) -> None:
+    await sim.fault(path="/capacity/", kind="gzip_bomb")
+    status, headers, raw = await raw_get(sim, f"{ECE}/capacity/1000")
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Length"] == str(len(raw))
+    assert len(raw) < 300_000
+    # decoded piece by piece, never all 200 MiB at once
+    decoder = zlib.decompressobj(31)
+    head = decoder.decompress(raw[:4096], 4096)
+    assert head.startswith(DECL + b"<!-- ")
+    total = len(head)
+    data = decoder.unconsumed_tail + raw[4096:]
+    while data:
+        total += len(decoder.decompress(data, MIB))
+        data = decoder.unconsumed_tail
+    total += len(decoder.flush())
+    assert decoder.eof
+    assert total == 200 * MIB
+    # the same answer again comes from the store's cache
+    assert (await raw_get(sim, f"{ECE}/capacity/1000"))[2] == raw
+
+
+async def test_gzip_bomb_bodies_are_cached_per_store_within_a_bound(sim: Sim) -> None:
+    store = sim.runner.app[FAULTS_KEY]
+    first = await store.compressed_padding(b"<a>1</a>", "application/xml", 1000, "gzip")
+    assert await store.compressed_padding(b"<a>1</a>", "application/xml", 1000, "gzip") is first
+    for size in range(2000, 2000 + 2 * BOMB_CACHE_SIZE):
+        body = await store.compressed_padding(b'{"n": 1}', "application/json", size, "deflate")
+        decoded = zlib.decompress(body)
+        assert len(decoded) == size
+        assert json.loads(decoded)["n"] == 1
+    assert len(store._bombs) == BOMB_CACHE_SIZE
+    # another store, another cache
+    assert build_app(tick=0)[FAULTS_KEY]._bombs == {}
 
 
 # --------------------------------------------------------------------------- entry point

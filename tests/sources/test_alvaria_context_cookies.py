@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from pydantic import ValidationError
 from ccwatch.config import parse_config
 from ccwatch.errors import ConfigError, ParseFailure
 from ccwatch.http import HttpClient
-from ccwatch.oauth2 import OAuth2Client
+from ccwatch.oauth2 import OAuth2Client, parse_token_response
 from ccwatch.sources import SOURCES
 from ccwatch.sources import alvaria_context_cookies as alvaria
 
@@ -111,10 +113,10 @@ def test_staleness_falls_back_to_creation_time_and_naive_times_are_utc() -> None
         (b"<html><body>Maintenance</body></html>", "invalid JSON"),
         (b"[]", "expected a JSON object"),
         (b'{"settings": []}', "no totalItems"),
-        (b'{"totalItems": "-1", "settings": []}', "not a non-negative integer"),
-        (b'{"totalItems": "one", "settings": []}', "not a non-negative integer"),
-        (b'{"totalItems": true, "settings": []}', "not a non-negative integer"),
-        (b'{"totalItems": 1.5, "settings": []}', "not a non-negative integer"),
+        (b'{"totalItems": "-1", "settings": []}', "totalItems: expected a"),
+        (b'{"totalItems": "one", "settings": []}', "totalItems: expected a"),
+        (b'{"totalItems": true, "settings": []}', "totalItems: expected a"),
+        (b'{"totalItems": 1.5, "settings": []}', "totalItems: expected a"),
         (b'{"totalItems": 1}', "no settings list but totalItems is 1"),
         (b'{"totalItems": 1, "settings": {}}', "not a list"),
         (b'{"totalItems": 1, "settings": ["a"]}', r"settings\[0\] is not an object"),
@@ -140,6 +142,80 @@ def test_lists_of_other_collections() -> None:
         alvaria.parse_collection(b'{"totalItems": "3"}', "customers")
     with pytest.raises(ParseFailure, match="not a list"):
         alvaria.parse_collection(b'{"totalItems": "3", "customers": "x"}', "customers")
+
+
+# --------------------------------------------------------------------------- number rule
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f'"{HUGE}"',  # a huge string of digits: int() reads it, a float cannot hold it
+        '"٤"',  # ARABIC-INDIC DIGIT FOUR: str.isdigit() and int() accept it
+        '"²"',  # SUPERSCRIPT TWO: isdigit() is true, int() fails
+        '"1_000"',
+        '"+4"',
+        '"1e3"',
+        f'"{2**53 + 1}"',
+        HUGE,  # a huge JSON number: orjson refuses it (infinity as a double)
+        str(2**53 + 1),  # a JSON integer orjson reads exactly, but no float can hold
+        str(2**64 - 1),
+        str(2**64),  # orjson reads it as a float
+        "1e400",
+        "4.0",
+        "٤",  # not even JSON
+    ],
+)
+@pytest.mark.parametrize("collection", ["customers", "services", "channels", "settings"])
+def test_total_items_out_of_rule_is_a_parse_failure(
+    fixtures: Path, collection: str, value: str
+) -> None:
+    body = sample(fixtures, collection)
+    assert body.count(b'"totalItems": "1"') == 1
+    body = body.replace(b'"totalItems": "1"', f'"totalItems": {value}'.encode())
+    parse: Callable[[bytes], object] = partial(alvaria.parse_collection, collection=collection)
+    if collection == "settings":
+        parse = partial(parse_settings_at, now=SAMPLE_TIME)
+    with pytest.raises(ParseFailure) as info:
+        parse(body)
+    assert info.value.reason == "parse"
+    assert len(str(info.value)) < 200  # a 400-digit value does not bloat the log line
+
+
+def test_total_items_at_the_limit(fixtures: Path) -> None:
+    for value in (f'"{2**53}"', str(2**53), '"007"'):
+        body = sample(fixtures, "customers").replace(b'"1"', value.encode())
+        with pytest.raises(ParseFailure, match="totalItems is"):  # the list has one item only
+            alvaria.parse_collection(body.replace(b'"customers": [', b'"x": ['), "customers")
+        assert alvaria.parse_collection(body, "customers").total_items == int(value.strip('"'))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['"٤"', '"3600s"', '"1e3"', '"1_000"', '" nan"', '"inf"', f'"{HUGE}"', "1e300", str(2**60)],
+)
+def test_token_expires_in_out_of_rule_is_refused(value: str) -> None:
+    body = f'{{"access_token": "t", "token_type": "bearer", "expires_in": {value}}}'.encode()
+    with pytest.raises(ValueError, match="expires_in is not a positive number"):
+        parse_token_response(body, now=0.0)
+
+
+@pytest.mark.parametrize("value", [HUGE, "1e400"])
+def test_token_expires_in_beyond_a_double_is_no_json(value: str) -> None:
+    body = f'{{"access_token": "t", "expires_in": {value}}}'.encode()
+    with pytest.raises(ValueError, match="not valid JSON"):  # orjson refuses it
+        parse_token_response(body, now=0.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "lifetime"), [("3600", 3600.0), ('" 3600 "', 3600.0), ("0.5", 0.5)]
+)
+def test_token_expires_in_plain_numbers(value: str, lifetime: float) -> None:
+    body = f'{{"access_token": "t", "expires_in": {value}}}'.encode()
+    token = parse_token_response(body, now=0.0)
+    assert token.renew_at == lifetime - min(60.0, lifetime / 10)
 
 
 # --------------------------------------------------------------------------- config

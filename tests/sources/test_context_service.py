@@ -133,6 +133,15 @@ def test_the_update_request_sample_is_no_get_answer(fixtures: Path) -> None:
         parse_registration(sample(fixtures, "update_request"))
 
 
+def test_no_number_is_read_and_a_huge_one_is_no_state(fixtures: Path) -> None:
+    # the answer carries no number; a 400-digit state fails as parse, with a short message
+    raw = sample(fixtures).replace(b">registered<", b">" + b"9" * 400 + b"<")
+    with pytest.raises(ParseFailure, match="not a registration state") as info:
+        parse_registration(raw)
+    assert info.value.reason == "parse"
+    assert len(str(info.value)) < 200
+
+
 # --------------------------------------------------------------------------- config
 
 

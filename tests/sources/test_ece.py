@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,76 @@ def test_entities_and_dtds_are_refused() -> None:
     )
     with pytest.raises(ParseFailure):
         ece.parse_capacity(external)
+
+
+# --------------------------------------------------------------------------- number rule
+
+HUGE = "9" * 400
+#: Numbers Python's int() or float() would read, which are no plain ASCII decimal, or
+#: which a float cannot hold exactly.
+BAD_NUMBERS = [HUGE, "٤", "²", "1_000", "+4", "1e3", str(2**53 + 1), "-" + HUGE]
+
+
+def with_value(fixtures: Path, name: str, old: str, new: str) -> bytes:
+    """The spec sample ``name`` with its number ``old`` replaced by ``new``."""
+    body = sample(fixtures, name)
+    assert body.count(old.encode()) == 1, (name, old)
+    return body.replace(old.encode(), new.encode())
+
+
+def assert_parse_failure(parser: object, body: bytes) -> ParseFailure:
+    assert callable(parser)
+    with pytest.raises(ParseFailure) as info:
+        parser(body)
+    assert info.value.reason == "parse"
+    assert len(str(info.value)) < 200  # a 400-digit value does not bloat the log line
+    return info.value
+
+
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+def test_capacity_count_out_of_rule_is_a_parse_failure(fixtures: Path, value: str) -> None:
+    body = with_value(fixtures, "capacity", ">4<", f">{value}<")
+    assert_parse_failure(ece.parse_capacity, body)
+
+
+@pytest.mark.parametrize("value", [*BAD_NUMBERS, "٤.5", "3.0e0", "1" + "0" * 400 + ".0", "nan"])
+def test_live_session_wait_time_out_of_rule_is_a_parse_failure(fixtures: Path, value: str) -> None:
+    body = with_value(fixtures, "liveSessionStatus", ">3.0<", f">{value}<")
+    assert_parse_failure(ece.parse_live_session_status, body)
+
+
+@pytest.mark.parametrize("value", [*BAD_NUMBERS, "1.0"])
+def test_live_session_queue_depth_out_of_rule_is_a_parse_failure(
+    fixtures: Path, value: str
+) -> None:
+    body = with_value(fixtures, "liveSessionStatus", ">1<", f">{value}<")
+    assert_parse_failure(ece.parse_live_session_status, body)
+
+
+@pytest.mark.parametrize("value", [*BAD_NUMBERS, "\u0660", f'"{HUGE}"', '"\u0660"'])
+def test_check_eligibility_response_type_out_of_rule_is_a_parse_failure(
+    fixtures: Path, value: str
+) -> None:
+    # the sample's attribute is unquoted: the bad value is too (and quoted, for good measure)
+    body = with_value(fixtures, "checkEligibility", "responseType=0 ", f"responseType={value} ")
+    assert_parse_failure(ece.parse_check_eligibility, body)
+
+
+def test_numeric_character_references_are_read_as_what_they_stand_for(fixtures: Path) -> None:
+    # &#x664; is ARABIC-INDIC DIGIT FOUR: lxml resolves it, the number rule refuses it
+    body = with_value(fixtures, "capacity", ">4<", ">&#x664;<")
+    assert_parse_failure(ece.parse_capacity, body)
+    assert (
+        ece.parse_capacity(with_value(fixtures, "capacity", ">4<", ">&#x34;<")).available_slots == 4
+    )
+
+
+def test_numbers_at_the_limits_still_read(fixtures: Path) -> None:
+    exact = str(2**53)
+    body = with_value(fixtures, "capacity", ">4<", f">\n  {exact}\n<")
+    assert ece.parse_capacity(body).available_slots == 2**53
+    body = with_value(fixtures, "liveSessionStatus", ">3.0<", ">0.123456789012345<")
+    assert ece.parse_live_session_status(body).wait_time_seconds == 0.123456789012345
+    body = with_value(fixtures, "liveSessionStatus", ">3.0<", ">-0.0<")
+    wait = ece.parse_live_session_status(body).wait_time_seconds
+    assert math.copysign(1.0, wait) == 1.0  # -0.0 is read as 0.0

@@ -281,6 +281,48 @@ def test_timestamps() -> None:
     assert format_timestamp(datetime(2009, 5, 7, 14, 0, tzinfo=east)) == "2009-05-07T12:00:00.000Z"
 
 
+# --------------------------------------------------------------------------- number rule
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # numbers beyond a double: orjson refuses them, the answer is no JSON
+        ('"service_id": 4692834', f'"service_id": {HUGE}'),
+        ('"est_duration": 86400', '"est_duration": 1e400'),
+        ('"state_type": 8', f'"state_type": -{HUGE}'),
+        # a non-ASCII digit: no JSON either
+        ('"service_id": 4692834', '"service_id": ٤'),
+        # non-ASCII or odd digits in a timestamp: fromisoformat refuses them
+        ('"2009-05-07T12:05:20.157"', '"٢٠٠٩-05-07T12:05:20.157"'),
+        ('"2009-05-07T12:05:20.157"', '"2009-05-07T12:05:20.15²"'),
+        ('"2009-05-07T12:05:20.157"', '"\uff12\uff10\uff10\uff19-05-07T12:05:20.157"'),  # fullwidth
+        # a service type id beyond 2**53 (a business attribute id is a plain integer)
+        ('"est_duration": 86400,', f'"est_duration": 86400, "service_type": {2**53 + 1},'),
+        ('"est_duration": 86400,', f'"est_duration": 86400, "service_type": {2**64},'),
+    ],
+)
+def test_numbers_out_of_rule_in_the_sample_are_parse_failures(
+    fixtures: Path, old: str, new: str
+) -> None:
+    body = sample(fixtures).decode()
+    assert body.count(old) == 1, old
+    raw = body.replace(old, new).encode()
+    with pytest.raises(ParseFailure) as info:
+        parse_active(raw, NOW, ["400"])
+    assert info.value.reason == "parse"
+    assert len(str(info.value)) < 300  # a 400-digit value does not bloat the log line
+
+
+def test_a_service_type_id_at_the_limit(fixtures: Path) -> None:
+    old = '"est_duration": 86400,'
+    raw = sample(fixtures).decode().replace(old, f'{old} "service_type": {2**53},')
+    reading = parse_active(raw.encode(), NOW, [str(2**53)])
+    assert reading.by_type == ((str(2**53), 1),)
+
+
 # --------------------------------------------------------------------------- config
 
 

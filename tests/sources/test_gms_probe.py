@@ -87,6 +87,42 @@ def test_unreadable_answers_are_parse_failures(parser: Any, body: bytes, message
     assert info.value.reason == "parse"
 
 
+# --------------------------------------------------------------------------- number rule
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # beyond a double: orjson refuses it, and the bare-key repair does not help
+        ('_access_code="7684"', f"_access_code={HUGE}"),
+        ('"_id":"39a98e24-b03b-4191-b756-1efe8f3b16b8"', f'"_id":{HUGE}'),
+        ('"_id":"39a98e24-b03b-4191-b756-1efe8f3b16b8"', '"_id":1e400'),
+        # a non-ASCII digit is no JSON
+        ('_access_code="7684"', "_access_code=٧٦٨٤"),
+        ('"_id":"39a98e24-b03b-4191-b756-1efe8f3b16b8"', '"_id":٤'),
+        # a numeric id a float cannot hold exactly
+        ('"_id":"39a98e24-b03b-4191-b756-1efe8f3b16b8"', f'"_id":{2**53 + 1}'),
+    ],
+)
+def test_numbers_out_of_rule_in_the_sample_are_parse_failures(
+    fixtures: Path, old: str, new: str
+) -> None:
+    body = sample(fixtures, "create").decode()
+    assert body.count(old) == 1, old
+    with pytest.raises(ParseFailure) as info:
+        gms_probe.parse_create(body.replace(old, new).encode())
+    assert info.value.reason == "parse"
+    assert len(str(info.value)) < 300  # a 400-digit value does not bloat the log line
+
+
+def test_a_numeric_id_at_the_limit(fixtures: Path) -> None:
+    body = sample(fixtures, "create").decode()
+    body = body.replace('"39a98e24-b03b-4191-b756-1efe8f3b16b8"', str(2**53))
+    assert gms_probe.parse_create(body.encode()) == str(2**53)
+
+
 # --------------------------------------------------------------------------- config
 
 
