@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import time
 from collections.abc import Iterator, Mapping
@@ -38,8 +39,29 @@ log = structlog.get_logger("ccwatch")
 
 
 def target_shape(config: ConfigBase, target: TargetConfig) -> tuple[object, ...]:
-    """What a target's jobs are built from; an equal shape keeps the running jobs."""
-    return (target, config.max_response_size_of(target))
+    """What a target's jobs are built from; an equal shape keeps the running jobs.
+
+    Secrets from ``*_file`` keys are in the config itself (read at load); TLS files are
+    read when the client is made, so their size and modification time are part of the
+    shape: a rotated certificate followed by a reload takes effect.
+    """
+    return (target, config.max_response_size_of(target), _tls_file_stamps(target))
+
+
+def _tls_file_stamps(target: TargetConfig) -> tuple[tuple[str, int, int], ...]:
+    tls = target.tls_config
+    if tls is None:
+        return ()
+    stamps = []
+    for path in (tls.ca_file, tls.cert_file, tls.key_file):
+        if path is not None:
+            try:
+                stat = os.stat(path)
+            except OSError:
+                stamps.append((path, -1, -1))
+            else:
+                stamps.append((path, stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
 
 
 def target_timing(config: ConfigBase, target: TargetConfig) -> tuple[float, float, float]:

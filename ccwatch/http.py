@@ -209,9 +209,12 @@ class TargetClient:
                 kwargs["params"] = params
         try:
             async with self.http.session.request(method, url, **kwargs) as resp:
-                body = await self._read_capped(resp)
                 status = resp.status
                 resp_headers = resp.headers
+                # an unexpected status decides the reason whatever its body holds (an
+                # error page in an odd encoding must not hide a 429's Retry-After): the
+                # body is not read, and the connection is closed rather than reused
+                body = await self._read_capped(resp) if status in ok else b""
         except PollError:
             raise
         except (aiohttp.ClientSSLError, ssl.SSLError) as exc:

@@ -78,6 +78,11 @@ def _shared(text: str) -> str:
     return _label_cache.setdefault(text, text)
 
 
+async def _removed() -> Reading:
+    """The poll of a job removed by a reload; never called."""
+    raise PollError("removed by a reload")
+
+
 class TargetGroup:
     """One configured target: its jobs, its definition, and its ``Retry-After`` hold.
 
@@ -138,6 +143,7 @@ class Job:
         "families",
         "fresh_until",
         "group",
+        "heap_until",
         "id",
         "interval",
         "last_reason",
@@ -145,7 +151,9 @@ class Job:
         "max_retry_after",
         "poll",
         "poll_labels",
+        "queued",
         "removed",
+        "slot",
         "source",
         "stale",
         "stale_since",
@@ -190,6 +198,11 @@ class Job:
         self.vendor_labels = ""
         self.poll_labels = ""
         self.due = 0.0
+        #: the timer-wheel slot the job is armed in (-1: none); entries of other slots
+        #: that still name the job are stale and skipped
+        self.slot = -1
+        #: waiting in the FIFO for a free place under the concurrency cap
+        self.queued = False
         self.task: asyncio.Task[None] | None = None
         self.timed_out = False
         self.removed = False
@@ -200,6 +213,8 @@ class Job:
         self.last_success: float | None = None
         #: Loop time after which the last success's values are too old to serve.
         self.fresh_until = math.inf
+        #: the expiry of the job's entry in the scheduler's freshness heap (inf: none)
+        self.heap_until = math.inf
         self.stale = False
         self.stale_since: float | None = None
         self.watched: dict[str, str] | None = None
@@ -267,9 +282,8 @@ class Scheduler:
         self._deadlines: dict[int, list[tuple[Job, asyncio.Task[None]]]] = {}
         self._handles: dict[tuple[bool, int], asyncio.TimerHandle] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        # (fresh_until, tie, job) for every success; outdated entries are skipped
+        # (expiry, job id, job): at most one live entry per job, re-pushed lazily
         self._fresh: list[tuple[float, int, Job]] = []
-        self._tie = itertools.count()
         self._held: set[TargetGroup] = set()
         self.in_flight = 0
         self.delayed_total = 0
@@ -316,7 +330,7 @@ class Scheduler:
     @property
     def ready(self) -> bool:
         """True once every job has made its first attempt; stays true across reloads."""
-        if not self._was_ready and self.unattempted == 0:
+        if self.unattempted == 0:
             self._was_ready = True
         return self._was_ready
 
@@ -361,6 +375,8 @@ class Scheduler:
         Returns counts of ``unchanged``, ``changed``, ``added`` and ``removed`` jobs.
         """
         assert self._loop is not None, "update() needs a started scheduler"
+        if self.unattempted == 0:
+            self._was_ready = True  # before any new job counts
         now = self._loop.time()
         counts = dict.fromkeys(("unchanged", "changed", "added", "removed"), 0)
         old_groups = self.groups
@@ -377,7 +393,12 @@ class Scheduler:
             if old is not None:
                 self._release_group(old)
                 if same_url and old.hold_until is not None:
-                    self._set_hold(group, old.hold_until, old.hold_wall, old.hold_reason)
+                    until, wall = old.hold_until, old.hold_wall
+                    if group.timing is not None and until > now + group.timing[2]:
+                        # a lower max_retry_after shortens the hold it carries
+                        wall -= until - (now + group.timing[2])
+                        until = now + group.timing[2]
+                    self._set_hold(group, until, wall, old.hold_reason)
             if old is not None and group.jobs is old.jobs:
                 # the same jobs with a new timing: nothing to build or to match
                 for same in group.jobs:
@@ -400,6 +421,8 @@ class Scheduler:
                     merged.append(job)
                     counts["changed"] += 1
             group.jobs = merged
+            if old is not None:
+                old.jobs = []  # no group keeps a removed job alive
             for job in running.values():
                 self._remove_job(job)
                 counts["removed"] += 1
@@ -408,9 +431,9 @@ class Scheduler:
             for job in old.jobs:
                 self._remove_job(job)
                 counts["removed"] += 1
+            old.jobs = []
         self.max_concurrency = max_concurrency
-        while self._waiting and self.in_flight < self.max_concurrency:
-            self._dispatch(self._waiting.popleft(), now)
+        self._drain(now)
         return counts
 
     def _add_job(self, job: Job, now: float) -> None:
@@ -435,14 +458,15 @@ class Scheduler:
             self._set_interval(job)
             if math.isfinite(job.fresh_until):
                 self._mark_fresh(job, job.fresh_until - FRESH_INTERVALS * old_interval)
-        if job.task is not None or job.due <= now:
-            return  # in flight, queued or due now: it polls, then goes on at the new interval
+        if job.task is not None or job.queued:
+            return  # in flight or queued: it polls, then goes on at the new interval
         due = job.due
         if not keep_backoff:  # a new URL: no reason to wait out the old one's backoff
-            job.failures = 0
             due = min(due, now + job.initial_offset())
-        due = min(due, now + job.interval)  # a shorter interval: poll no later than that
-        if math.ceil(due / RESOLUTION) != math.ceil(job.due / RESOLUTION):
+        elif job.interval < old_interval:  # poll no later than the new interval (backed off)
+            backoff = BACKOFF[min(job.failures, len(BACKOFF)) - 1] if job.failures else 1.0
+            due = min(due, now + job.interval * backoff)
+        if math.ceil(due / RESOLUTION) != job.slot:
             self._enqueue(job, due)  # the entry in the old slot is skipped when it fires
 
     def _remove_job(self, job: Job) -> None:
@@ -451,6 +475,11 @@ class Scheduler:
             self.unattempted -= 1
         if job.task is not None:
             job.task.cancel()
+        # nothing of the removed job stays reachable through it: no cycle through the
+        # group, and its poll (client, per-target source state) is let go now, not when
+        # the freshness heap drops the job
+        job.group = None
+        job.poll = _removed
         self.store.forget(job.id)
 
     def _release_group(self, group: TargetGroup) -> None:
@@ -481,7 +510,9 @@ class Scheduler:
 
     def _mark_fresh(self, job: Job, succeeded_at: float) -> None:
         job.fresh_until = until = succeeded_at + FRESH_INTERVALS * job.interval
-        heapq.heappush(self._fresh, (until, next(self._tie), job))
+        if until < job.heap_until:  # not in the heap yet, or there for later (a shorter interval)
+            job.heap_until = until
+            heapq.heappush(self._fresh, (until, job.id, job))
 
     def expire_stale(self, now: float | None = None) -> int:
         """Withdraw every vendor value older than twice its job's interval; end past holds.
@@ -496,8 +527,16 @@ class Scheduler:
         expired = 0
         while fresh and fresh[0][0] <= now:
             until, _, job = heapq.heappop(fresh)
-            if job.fresh_until != until or job.removed or job.stale:
-                continue  # refreshed since, removed, or already withdrawn
+            if until != job.heap_until:
+                continue  # superseded by an earlier entry of the same job
+            job.heap_until = math.inf
+            if job.removed or job.stale:
+                continue
+            if job.fresh_until > now:  # refreshed since (or failing: inf)
+                if math.isfinite(job.fresh_until):
+                    job.heap_until = job.fresh_until
+                    heapq.heappush(fresh, (job.fresh_until, job.id, job))
+                continue
             self._withdraw(job, now)
             expired += 1
         return expired
@@ -538,7 +577,7 @@ class Scheduler:
     def _enqueue(self, job: Job, due: float) -> None:
         assert self._loop is not None
         job.due = due
-        slot = math.ceil(due / RESOLUTION)
+        job.slot = slot = math.ceil(due / RESOLUTION)
         bucket = self._slots.get(slot)
         if bucket is None:
             self._slots[slot] = [job]
@@ -555,13 +594,14 @@ class Scheduler:
         for job in self._slots.pop(slot, ()):
             if self._stopping:
                 return
-            if job.removed or job.task is not None or math.ceil(job.due / RESOLUTION) != slot:
-                continue  # removed, or moved to another slot by a reload
+            if job.slot != slot or job.removed:
+                continue  # moved to another slot (by a reload or a hold), or removed
+            job.slot = -1
             self._dispatch(job, now)
 
     def _dispatch(self, job: Job, now: float) -> None:
         """Launch ``job`` now, or hold it for its target, or queue it under the cap."""
-        if job.removed:
+        if job.removed or job.task is not None or job.queued:
             return
         group = job.group
         if group is not None and group.hold_until is not None:
@@ -571,6 +611,7 @@ class Scheduler:
             self._end_hold(group)
         if self.in_flight >= self.max_concurrency:
             self.delayed_total += 1
+            job.queued = True
             self._waiting.append(job)
         else:
             self._launch(job)
@@ -614,8 +655,15 @@ class Scheduler:
         if self._waiting and not self._stopping:
             assert self._loop is not None
             now = self._loop.time()
-            while self._waiting and self.in_flight < self.max_concurrency:
-                self._dispatch(self._waiting.popleft(), now)
+            self._drain(now)
+
+    def _drain(self, now: float) -> None:
+        """Launch waiting jobs while there is room under the cap."""
+        waiting = self._waiting
+        while waiting and self.in_flight < self.max_concurrency:
+            job = waiting.popleft()
+            job.queued = False
+            self._dispatch(job, now)
 
     async def _run(self, job: Job) -> None:
         assert self._loop is not None
@@ -646,6 +694,8 @@ class Scheduler:
         if not job.attempted:
             job.attempted = True
             self.unattempted -= 1
+            if self.unattempted == 0:
+                self._was_ready = True
         if error is None:
             assert reading is not None
             try:
@@ -677,7 +727,7 @@ class Scheduler:
             delay = job.interval
         else:
             delay = job.interval * BACKOFF[min(job.failures, len(BACKOFF)) - 1]
-            if error.retry_after is not None and job.group is not None:
+            if error.retry_after is not None and error.retry_after > 0 and job.group is not None:
                 # the server asked the whole target to wait, not just this job
                 retry_after = min(error.retry_after, job.max_retry_after)
                 delay = max(delay, retry_after)

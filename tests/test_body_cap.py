@@ -67,13 +67,17 @@ async def test_a_body_inflating_past_the_cap_is_too_large(
             what="the bomb refused, the other job polled",
         )
         assert s.value("ccwatch_poll_success", endpoint="capacity") == 0.0
-        reasons = {x.labels["reason"] for x in s.series("ccwatch_poll_errors_total")}
-        assert reasons == {"too_large"}
+        errors = s.series("ccwatch_poll_errors_total", endpoint="capacity")
+        assert {x.labels["reason"] for x in errors} == {"too_large"}
         assert s.value("ccwatch_ece_available_slots") is None
         # the other job of the target is untouched
         assert s.value("ccwatch_ece_chat_allowed") is not None
-        (failing,) = [e for e in await events(d) if e["event"] == "poll_failing"]
-        assert "exceeds the 1048576-byte cap" in failing["error"]
+        failing = [
+            e
+            for e in await events(d)
+            if e["event"] == "poll_failing" and e["endpoint"] == "capacity"
+        ]
+        assert "exceeds the 1048576-byte cap" in failing[0]["error"]
         await sim.clear_faults()
         s = await d.wait_for(capacity_up, what="recovery")
         assert s.value("ccwatch_ece_available_slots") == 7.0
@@ -84,11 +88,15 @@ async def test_a_body_inflating_past_the_cap_is_too_large(
 async def test_a_compressed_body_under_the_cap_is_decoded(
     sim: Sim, encoding: str, chunked: bool
 ) -> None:
+    fault = await sim.fault(CAPACITY, "gzip_bomb", size=500_000, chunked=chunked, encoding=encoding)
     async with daemon(config(sim)) as d:
-        await sim.fault(CAPACITY, "gzip_bomb", size=500_000, chunked=chunked, encoding=encoding)
         s = await d.wait_for(capacity_up, what="the padded document read")
         assert s.value("ccwatch_ece_available_slots") == 7.0
-        assert s.series("ccwatch_poll_errors_total") == []
+        assert s.series("ccwatch_poll_errors_total", endpoint="capacity") == []
+    # what was read was the compressed answer
+    async with sim.session.get(f"{sim.url}/-/sim/faults") as resp:
+        (listed,) = [f for f in (await resp.json())["faults"] if f["id"] == fault]
+    assert listed["hits"] >= 1
 
 
 async def test_an_encoding_ccwatch_did_not_ask_for_is_a_parse_failure(sim: Sim) -> None:
@@ -98,6 +106,11 @@ async def test_an_encoding_ccwatch_did_not_ask_for_is_a_parse_failure(sim: Sim) 
             CAPACITY, "status", status=200, body="\x1b\x00", headers={"Content-Encoding": "br"}
         )
         s = await d.wait_for(lambda s: s.value("ccwatch_poll_success", endpoint="capacity") == 0.0)
-        assert {x.labels["reason"] for x in s.series("ccwatch_poll_errors_total")} == {"parse"}
-        (failing,) = [e for e in await events(d) if e["event"] == "poll_failing"]
-        assert failing["error"] == "unsupported Content-Encoding 'br'"
+        errors = s.series("ccwatch_poll_errors_total", endpoint="capacity")
+        assert {x.labels["reason"] for x in errors} == {"parse"}
+        failing = [
+            e
+            for e in await events(d)
+            if e["event"] == "poll_failing" and e["endpoint"] == "capacity"
+        ]
+        assert failing[0]["error"] == "unsupported Content-Encoding 'br'"

@@ -3,6 +3,7 @@ tests/integration."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import tracemalloc
 import zlib
@@ -44,6 +45,7 @@ def test_ssl_context_follows_tls_config() -> None:
 # --------------------------------------------------------------------------- decoding
 
 
+@functools.cache
 def _bomb(decoded: int) -> bytes:
     """A gzip body of ``decoded`` zero bytes, built without holding them all."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
@@ -60,8 +62,8 @@ def _feed(decoder: Decoder, body: bytes, chunk: int = 64 * 1024) -> bytes:
 
 @pytest.mark.parametrize("chunk", [64 * 1024, 1 << 30])
 def test_a_gzip_bomb_fails_within_the_cap_whatever_the_chunk_size(chunk: int) -> None:
-    bomb = _bomb(200 << 20)
-    assert len(bomb) < 300_000
+    bomb = _bomb(64 << 20)
+    assert len(bomb) < 100_000
     cap = 1 << 20
     tracemalloc.start()
     try:

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
+from ccwatch.config import load_config, parse_config
+from ccwatch.daemon import build_groups
+from ccwatch.http import HttpClient
 from tests.harness import (
     Running,
     Scrape,
@@ -127,33 +131,40 @@ async def test_reload_with_a_slow_poll_in_flight_keeps_polling_the_others(
         assert s.value("ccwatch_config_last_reload_successful") == 1.0
 
 
-async def test_changed_jobs_keep_their_state_and_phase(sim: Sim, tmp_path: Path) -> None:
+async def test_changed_jobs_keep_their_state_phase_and_backoff(sim: Sim, tmp_path: Path) -> None:
     path = tmp_path / "ccwatch.yml"
     first = config(sim)
     first["defaults"]["interval"] = "1s"
+    failing = {"endpoint": "chatAllowed", "entry_point": "1001"}
     async with reloadable_daemon(path, first) as d:
-        await sim.fault("/entrypoint/chatAllowed/1001", "status", status=500, count=1)
+        await sim.fault("/entrypoint/chatAllowed/1001", "status", status=500)
         await d.wait_for(
-            lambda s: s.value("ccwatch_poll_errors_total", entry_point="1001") == 1.0,
-            what="one failure counted",
+            lambda s: (
+                (s.value("ccwatch_poll_errors_total", reason="http_status", **failing) or 0) >= 2
+            ),
+            what="two failures: the job backs off",
         )
         scheduler = d.daemon.scheduler
         jobs = {job.key: job for job in scheduler.groups["fast"].jobs}
-        dues = {key: job.due for key, job in jobs.items() if job.task is None}
         changed = config(sim, timeout="900ms")
         changed["defaults"]["interval"] = "1s"
         write_config(path, changed)
-        await reload(d)
+        new_config = load_config(path)
+        # apply() does not await: nothing polls between the snapshot and the reload
+        dues = {key: job.due for key, job in jobs.items() if job.task is None}
+        await d.daemon.apply(new_config)
         after = {job.key: job for job in scheduler.groups["fast"].jobs}
         # the same job objects, with the new timeout, ids and counters kept
         assert all(after[key] is job for key, job in jobs.items())
         assert {job.timeout for job in after.values()} == {0.9}
-        # not re-spread: a job that was waiting for its turn is still due at the same time
-        for key, due in dues.items():
-            if after[key].task is None:
-                assert after[key].due == due
+        # not re-spread, and the backed-off job still waits out its backoff
+        assert {key: after[key].due for key in dues} == dues
+        backed_off = next(
+            job for job in after.values() if job.log_fields == {"target": "fast", **failing}
+        )
+        assert backed_off.failures >= 2
         s = await d.scrape()
-        assert s.value("ccwatch_poll_errors_total", entry_point="1001") == 1.0
+        assert (s.value("ccwatch_poll_errors_total", reason="http_status", **failing) or 0) >= 2
 
 
 async def test_interval_change_takes_effect_and_is_exported(sim: Sim, tmp_path: Path) -> None:
@@ -194,12 +205,18 @@ async def test_removed_jobs_are_cancelled_and_their_series_dropped(
         assert s.series("ccwatch_poll_success", entry_point="1001") == []
         assert s.series("ccwatch_poll_interval_seconds", target="slow") == []
         assert s.value("ccwatch_jobs", source="ece") == 2.0
-        assert d.daemon.scheduler.in_flight <= 2
-        # nothing of the removed jobs comes back
-        await asyncio.sleep(0.5)
-        s = await d.scrape()
+        # nothing of the removed jobs comes back while the kept ones poll on
+        stamp = s.value("ccwatch_poll_last_success_timestamp_seconds", endpoint="capacity")
+        s = await d.wait_for(
+            lambda s: (
+                (s.value("ccwatch_poll_last_success_timestamp_seconds", endpoint="capacity") or 0)
+                > (stamp or 0)
+            ),
+            what="the kept job polled again",
+        )
         assert s.series("ccwatch_poll_success", target="slow") == []
-        assert s.value("ccwatch_poll_success", entry_point="1000", endpoint="capacity") == 1.0
+        assert s.series("ccwatch_poll_success", entry_point="1001") == []
+        assert d.daemon.scheduler.groups.keys() == {"fast"}
 
 
 async def test_ready_stays_ready_when_a_reload_adds_targets(sim: Sim, tmp_path: Path) -> None:
@@ -256,5 +273,68 @@ async def test_holds_and_backoff_carry_over_unless_the_url_changes(
         else:
             assert hold == held_until
             assert "fast" in d.daemon.scheduler.holds
-            (event,) = [e for e in await events(d) if e["event"] == "poll_failing"]
-            assert event["reason"] == "rate_limited"
+            failing = [
+                e
+                for e in await events(d)
+                if e["event"] == "poll_failing" and e["endpoint"] == "capacity"
+            ]
+            assert failing[0]["reason"] == "rate_limited"
+            # held: the target's jobs are not polled while the hold lasts
+            before = stamps(s, "fast")
+            await asyncio.sleep(1.0)  # five intervals
+            assert stamps(await d.scrape(), "fast") == before
+
+
+async def test_removed_targets_take_their_scrape_time_series_with_them(
+    sim: Sim, tmp_path: Path
+) -> None:
+    path = tmp_path / "ccwatch.yml"
+    probe = {
+        "name": "probe",
+        "source": "gms_probe",
+        "url": sim.url,
+        "gms_service": "request-interaction",
+        "form": {"_phone_number": "6504669999"},
+        "status_request": "status",
+        "expected_statuses": ["waiting-for-agent"],
+        "interval": "1s",
+    }
+    first = config(sim, probe)
+    del first["targets"][1]
+    async with reloadable_daemon(path, first) as d:
+        await d.wait_for(
+            lambda s: s.value("ccwatch_gms_probe_success", target="probe") is not None,
+            what="a probe verdict",
+        )
+        only_fast = config(sim)
+        del only_fast["targets"][1]
+        write_config(path, only_fast)
+        await reload(d)
+        s = await d.scrape()
+        assert s.series("ccwatch_gms_probe_success") == []
+        assert s.series("ccwatch_poll_success", target="probe") == []
+
+
+def test_a_changed_tls_file_rebuilds_its_target(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    data = {
+        "targets": [
+            {
+                "name": "tls",
+                "source": "ece",
+                "url": "https://127.0.0.1:1/system",
+                "entry_points": [1],
+                "tls_config": {"ca_file": str(ca), "insecure_skip_verify": True},
+            }
+        ]
+    }
+    http = HttpClient()
+    config = parse_config(data)
+    (group,) = build_groups(config, http)
+    assert build_groups(config, http, {"tls": group}) == [group]  # nothing changed
+    # a rotated CA: same path, new contents (two CAs, two sizes: even a coarse mtime tells)
+    trustme.CA(organization_name="ccwatch rotated CA").cert_pem.write_to_path(str(ca))
+    (rebuilt,) = build_groups(parse_config(data), http, {"tls": group})
+    assert rebuilt is not group
+    assert rebuilt.jobs is not group.jobs

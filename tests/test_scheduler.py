@@ -14,7 +14,7 @@ import pytest
 
 from ccwatch.collector import MetricStore, core_families
 from ccwatch.errors import ParseFailure, PollError, StatusFailure
-from ccwatch.scheduler import BACKOFF, Job, Scheduler
+from ccwatch.scheduler import BACKOFF, Job, Scheduler, TargetGroup
 from ccwatch.sources.base import Family, Reading, Sample
 
 
@@ -253,3 +253,59 @@ def test_status_failures_map_to_reasons(reason: str) -> None:
     status = {"auth": 401, "rate_limited": 429, "http_status": 503}[reason]
     error: PollError = StatusFailure(status)
     assert error.reason == reason
+
+
+async def test_a_reload_during_a_hold_never_launches_a_job_twice() -> None:
+    """Reloads that retime a held target, with the cap full when the hold ends: every job
+    still has at most one poll in flight."""
+    in_flight: dict[str, int] = {}
+    most: dict[str, int] = {}
+    calls: list[str] = []
+
+    def poll_for(name: str, seconds: float) -> Callable[[], Awaitable[Reading]]:
+        async def poll() -> Reading:
+            in_flight[name] = in_flight.get(name, 0) + 1
+            most[name] = max(most.get(name, 0), in_flight[name])
+            calls.append(name)
+            try:
+                await asyncio.sleep(seconds)
+                if name == "a" and calls.count("a") == 1:
+                    raise StatusFailure(429, retry_after=0.4)
+                return Value(1)
+            finally:
+                in_flight[name] -= 1
+
+        return poll
+
+    held = [make_job(poll_for(n, 0.15), id=i, subject=n, interval=0.2, timeout=0.19)
+            for i, n in enumerate("ab", 1)]  # fmt: skip
+    busy = [
+        Job(
+            id=10 + i,
+            source="test",
+            target="u",
+            endpoint="e",
+            subject={"entry_point": n},
+            source_subject_labels=("entry_point",),
+            all_subject_labels=("entry_point",),
+            interval=0.05,
+            timeout=1.0,
+            poll=poll_for(n, 0.1),
+        )
+        for i, n in enumerate("de")
+    ]
+    scheduler = Scheduler([*held, *busy], make_store(), max_concurrency=2)
+    scheduler.start()
+    await run_until(lambda: "t" in scheduler.holds)
+    for _ in range(4):  # reloads that shorten the held target's interval, during the hold
+        group = scheduler.groups["t"]
+        interval = 0.1 if group.timing != (0.1, 0.09, 300.0) else 0.15
+        retimed = TargetGroup(
+            "t", url=group.url, shape=group.shape, timing=(interval, 0.09, 300.0), jobs=group.jobs
+        )
+        scheduler.update([retimed, scheduler.groups["u"]], max_concurrency=2)
+        await asyncio.sleep(0.05)
+    await run_until(lambda: "t" not in scheduler.holds and calls.count("a") >= 4)
+    await scheduler.stop(grace=1.0)
+    assert max(most.values()) == 1, most
+    assert scheduler.groups["t"].jobs[0].group is scheduler.groups["t"]

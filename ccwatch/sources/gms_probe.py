@@ -28,7 +28,9 @@ when a poll fails, like every other vendor series.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -113,10 +115,13 @@ SERVICE_STATUS = "ccwatch_gms_service_status"
 class ProbeState:
     """The last probe verdict of one (target, service): outlives failed polls."""
 
-    __slots__ = ("__weakref__", "success")
+    __slots__ = ("__weakref__", "at", "max_age", "success")
 
     def __init__(self) -> None:
         self.success: bool | None = None  # None until the first probe ends
+        #: monotonic time of the verdict, and how old it may get before it reads 0
+        self.at = 0.0
+        self.max_age = math.inf
 
 
 #: (target, gms_service) -> its probe state, while a job uses it (reloads keep it).
@@ -135,7 +140,9 @@ def scrape_samples() -> Iterator[tuple[str, str, float]]:
     for (target, service), state in sorted(_STATES.items()):
         if state.success is not None:
             labels = label_text([("target", target), ("gms_service", service)])
-            yield PROBE_SUCCESS, labels, 1.0 if state.success else 0.0
+            # the freshness rule: a verdict older than twice the interval is no success
+            fresh = time.monotonic() - state.at <= state.max_age
+            yield PROBE_SUCCESS, labels, 1.0 if state.success and fresh else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +245,7 @@ async def _run(probe: _Probe) -> ProbeReading:
         return reading
     finally:  # also on a failed or timed-out poll: that probe failed
         probe.state.success = success
+        probe.state.at = time.monotonic()
 
 
 async def _steps(probe: _Probe) -> ProbeReading:
@@ -297,6 +305,9 @@ def jobs(target: GmsProbeTarget, client: TargetClient) -> list[JobSpec]:
         expected=frozenset(target.expected_statuses),
         state=probe_state(target.name, target.gms_service),
     )
+    # gms_probe's interval is the target's own or the source default (5m), never
+    # defaults.interval
+    probe.state.max_age = 2 * (target.interval or GmsProbeTarget.default_interval or 300.0)
     return [JobSpec(ENDPOINT, {"gms_service": target.gms_service}, partial(_run, probe))]
 
 
