@@ -250,29 +250,21 @@ class TargetClient:
         if length is not None and length > cap:
             raise TooLargeFailure(f"body of {length} bytes exceeds the {cap}-byte cap")
         encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-        if not encoding or encoding == "identity":
-            if length is not None:
-                return await resp.read()
-            return await self._read_plain(resp, cap)
-        decoder = Decoder(encoding, cap)
+        decoder = None if encoding in ("", "identity") else Decoder(encoding, cap)
+        if decoder is None and length is not None:
+            return await resp.read()  # at most the cap, checked above
+        chunks: list[bytes] = []
         received = 0
         async for chunk in resp.content.iter_any():
             received += len(chunk)
             if received > cap:
-                raise TooLargeFailure(f"compressed body exceeds the {cap}-byte cap")
-            decoder.feed(chunk)
-        return decoder.finish()
-
-    @staticmethod
-    async def _read_plain(resp: aiohttp.ClientResponse, cap: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > cap:
-                raise TooLargeFailure(f"body exceeds the {cap}-byte cap")
-            chunks.append(chunk)
-        return b"".join(chunks)
+                what = "body" if decoder is None else "compressed body"
+                raise TooLargeFailure(f"{what} exceeds the {cap}-byte cap")
+            if decoder is None:
+                chunks.append(chunk)
+            else:
+                decoder.feed(chunk)
+        return b"".join(chunks) if decoder is None else decoder.finish()
 
 
 #: What ccwatch asks servers for; anything else a server sends fails as ``parse``.

@@ -149,10 +149,8 @@ class Running:
 
 
 @asynccontextmanager
-async def daemon(config: Mapping[str, Any]) -> AsyncIterator[Running]:
-    """A daemon on a free port of 127.0.0.1 from a config dict; stopped on exit."""
-    data = {**config, "web": {"listen_address": "127.0.0.1:0"}}
-    instance = Daemon(parse_config(data))
+async def running(instance: Daemon) -> AsyncIterator[Running]:
+    """Start ``instance``, yield it with a client session, and stop it on exit."""
     await instance.start()
     try:
         host, port = instance.bound[0]
@@ -163,17 +161,52 @@ async def daemon(config: Mapping[str, Any]) -> AsyncIterator[Running]:
 
 
 @asynccontextmanager
+async def daemon(config: Mapping[str, Any]) -> AsyncIterator[Running]:
+    """A daemon on a free port of 127.0.0.1 from a config dict; stopped on exit."""
+    data = {**config, "web": {"listen_address": "127.0.0.1:0"}}
+    async with running(Daemon(parse_config(data))) as d:
+        yield d
+
+
+@asynccontextmanager
 async def reloadable_daemon(path: Path, config: Mapping[str, Any]) -> AsyncIterator[Running]:
     """:func:`daemon` from a config file at ``path``, so that ``/-/reload`` rereads it."""
     write_config(path, config)
-    instance = Daemon(load_config(path), config_path=path)
-    await instance.start()
-    try:
-        host, port = instance.bound[0]
-        async with aiohttp.ClientSession() as session:
-            yield Running(instance, f"http://{host}:{port}", session)
-    finally:
-        await instance.stop()
+    async with running(Daemon(load_config(path), config_path=path)) as d:
+        yield d
+
+
+def ece_config(
+    sim: Sim, *, interval: str = "500ms", timeout: str = "400ms", **target: Any
+) -> dict[str, Any]:
+    """One ECE target named ``ece`` on the simulator (entry points 1000 and 1001 unless
+    ``target`` says otherwise)."""
+    return {
+        "defaults": {"interval": interval, "timeout": timeout},
+        "targets": [
+            {
+                "name": "ece",
+                "source": "ece",
+                "url": f"{sim.url}/system",
+                "entry_points": [1000, 1001],
+                **target,
+            }
+        ],
+    }
+
+
+def gms_probe_target(sim: Sim, **extra: Any) -> dict[str, Any]:
+    """A GMS probe target named ``probe`` on the simulator, as the spec's example."""
+    return {
+        "name": "probe",
+        "source": "gms_probe",
+        "url": sim.url,
+        "gms_service": "request-interaction",
+        "form": {"_phone_number": "6504669999"},
+        "status_request": "status",
+        "expected_statuses": ["waiting-for-agent"],
+        **extra,
+    }
 
 
 def write_config(path: Path, config: Mapping[str, Any]) -> None:

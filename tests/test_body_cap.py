@@ -9,24 +9,19 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Scrape, Sim, daemon, events, simulator
+from tests.harness import Scrape, Sim, daemon, ece_config, events, simulator
 
 CAPACITY = "/entrypoint/capacity/1000"
 
 
 def config(sim: Sim) -> dict[str, Any]:
-    return {
-        "defaults": {"interval": "300ms", "timeout": "300ms"},
-        "targets": [
-            {
-                "name": "ece",
-                "source": "ece",
-                "url": f"{sim.url}/system",
-                "entry_points": [1000],
-                "endpoints": ["capacity", "chatAllowed"],
-            }
-        ],
-    }
+    return ece_config(
+        sim,
+        interval="300ms",
+        timeout="300ms",
+        entry_points=[1000],
+        endpoints=["capacity", "chatAllowed"],
+    )
 
 
 def capacity_up(s: Scrape) -> bool:

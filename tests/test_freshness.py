@@ -16,25 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Scrape, Sim, daemon, events, simulator
+from tests.harness import Scrape, Sim, daemon, ece_config, events, gms_probe_target, simulator
 
 HOLD = "ccwatch_target_hold_until_timestamp_seconds"
 
 
 def config(sim: Sim, **target: Any) -> dict[str, Any]:
-    return {
-        "defaults": {"interval": "500ms", "timeout": "400ms"},
-        "targets": [
-            {
-                "name": "ece",
-                "source": "ece",
-                "url": f"{sim.url}/system",
-                "entry_points": [1000],
-                "endpoints": ["capacity", "chatAllowed"],
-                **target,
-            }
-        ],
-    }
+    return ece_config(
+        sim, **{"entry_points": [1000], "endpoints": ["capacity", "chatAllowed"], **target}
+    )
 
 
 def both_up(s: Scrape) -> bool:
@@ -186,17 +176,7 @@ async def test_overload_withdraws_values_that_could_not_be_refreshed(sim: Sim) -
 
 async def test_a_gms_probe_verdict_older_than_two_intervals_reads_0() -> None:
     async with simulator() as sim:
-        probe = {
-            "name": "probe",
-            "source": "gms_probe",
-            "url": sim.url,
-            "gms_service": "request-interaction",
-            "form": {"_phone_number": "6504669999"},
-            "status_request": "status",
-            "expected_statuses": ["waiting-for-agent"],
-            "interval": "500ms",
-            "timeout": "400ms",
-        }
+        probe = gms_probe_target(sim, interval="500ms", timeout="400ms")
         async with daemon({"targets": [probe]}) as d:
             await d.wait_for(
                 lambda s: s.value("ccwatch_gms_probe_success", target="probe") == 1.0,

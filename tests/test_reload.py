@@ -24,6 +24,7 @@ from tests.harness import (
     Scrape,
     Sim,
     events,
+    gms_probe_target,
     reload,
     reloadable_daemon,
     simulator,
@@ -289,16 +290,7 @@ async def test_removed_targets_take_their_scrape_time_series_with_them(
     sim: Sim, tmp_path: Path
 ) -> None:
     path = tmp_path / "ccwatch.yml"
-    probe = {
-        "name": "probe",
-        "source": "gms_probe",
-        "url": sim.url,
-        "gms_service": "request-interaction",
-        "form": {"_phone_number": "6504669999"},
-        "status_request": "status",
-        "expected_statuses": ["waiting-for-agent"],
-        "interval": "1s",
-    }
+    probe = gms_probe_target(sim, interval="1s")
     first = config(sim, probe)
     del first["targets"][1]
     async with reloadable_daemon(path, first) as d:

@@ -44,11 +44,12 @@ def make_job(
     interval: float = 0.1,
     timeout: float = 0.08,
     subject: str = "1",
+    target: str = "t",
 ) -> Job:
     return Job(
         id=id,
         source="test",
-        target="t",
+        target=target,
         endpoint="e",
         subject={"entry_point": subject},
         source_subject_labels=("entry_point",),
@@ -280,18 +281,7 @@ async def test_a_reload_during_a_hold_never_launches_a_job_twice() -> None:
     held = [make_job(poll_for(n, 0.15), id=i, subject=n, interval=0.2, timeout=0.19)
             for i, n in enumerate("ab", 1)]  # fmt: skip
     busy = [
-        Job(
-            id=10 + i,
-            source="test",
-            target="u",
-            endpoint="e",
-            subject={"entry_point": n},
-            source_subject_labels=("entry_point",),
-            all_subject_labels=("entry_point",),
-            interval=0.05,
-            timeout=1.0,
-            poll=poll_for(n, 0.1),
-        )
+        make_job(poll_for(n, 0.1), id=10 + i, subject=n, interval=0.05, timeout=1.0, target="u")
         for i, n in enumerate("de")
     ]
     scheduler = Scheduler([*held, *busy], make_store(), max_concurrency=2)

@@ -19,7 +19,7 @@ from prometheus_client.openmetrics.parser import (
 )
 
 from tests import harness
-from tests.harness import Running, Scrape, Sim, daemon, simulator
+from tests.harness import Running, Scrape, Sim, daemon, ece_config, simulator
 
 STATE = {
     "agents_available": 3,
@@ -30,21 +30,6 @@ STATE = {
     "active": True,
     "service_running": True,
 }
-
-
-def ece_config(sim: Sim, **target: Any) -> dict[str, Any]:
-    return {
-        "defaults": {"interval": "500ms", "timeout": "400ms"},
-        "targets": [
-            {
-                "name": "ece",
-                "source": "ece",
-                "url": f"{sim.url}/system",
-                "entry_points": [1000, 1001],
-                **target,
-            }
-        ],
-    }
 
 
 def succeeded(endpoint: str, entry_point: str) -> Any:
