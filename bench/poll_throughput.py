@@ -29,8 +29,8 @@ import urllib.request
 from typing import Any
 
 from ccwatch import logs
-from ccwatch.config import parse_config
 from ccwatch.daemon import Daemon, tune_gc
+from ccwatch.sources import parse_config
 
 
 def _free_port() -> int:

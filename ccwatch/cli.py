@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import structlog
 
 from ccwatch import __version__, logs
-from ccwatch.config import DEFAULT_CONFIG_PATH, load_config, split_listen_address
+from ccwatch.config import DEFAULT_CONFIG_PATH, split_listen_address
 from ccwatch.errors import ConfigError
+from ccwatch.sources import load_config
 
 
 def _parser() -> argparse.ArgumentParser:

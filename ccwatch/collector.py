@@ -13,16 +13,21 @@ in OpenMetrics) and the closing ``# EOF``.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client import generate_latest as _generate_text
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_om
 
 from ccwatch import __version__
-from ccwatch.exposition import Family
+from ccwatch.exposition import Family, escape_label_value
 from ccwatch.exposition import format_value as format_value  # re-exported
 from ccwatch.exposition import label_text as label_text  # re-exported
+
+#: One sample as data (as :data:`ccwatch.sources.base.Sample`): family name, the values
+#: of the family's labels after those the core fills in, value.
+SampleData = tuple[str, tuple[str, ...], float]
 
 #: Fragments joined into one chunk of a scrape (a few hundred kilobytes).
 CHUNK_SERIES = 2000
@@ -66,6 +71,10 @@ class MetricStore:
 
     def families(self) -> list[Family]:
         return [data.family for data in self._families.values()]
+
+    def family(self, name: str) -> Family:
+        """The registered family ``name``; ``KeyError`` for a name never registered."""
+        return self._families[name].family
 
     def set(self, name: str, key: int, fragment: bytes) -> None:
         self._families[name].fragments[key] = fragment
@@ -188,3 +197,195 @@ def core_families(subject_labels: tuple[str, ...]) -> list[Family]:
 def build_info_fragment() -> bytes:
     labels = label_text([("version", __version__), ("python_version", platform.python_version())])
     return f"{BUILD_INFO}{{{labels}}} 1\n".encode()
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class SampleError(ValueError):
+    """A sample does not fit its family: unknown family or wrong label values."""
+
+
+def check_samples(
+    families: Mapping[str, Family], samples: Iterable[SampleData], prefix: tuple[str, ...]
+) -> None:
+    """Check samples as data against the families' declared labels.
+
+    ``prefix`` is the labels the core fills in (``target`` and the source's subject
+    labels for a reading, ``target`` for a state): each family must start with them, and
+    each sample must give a value for every label after them. Raises :class:`SampleError`.
+    """
+    for family_name, values, value in samples:
+        family = families.get(family_name)
+        if family is None:
+            raise SampleError(f"{family_name}: no such metric family")
+        if family.labels[: len(prefix)] != prefix:
+            raise SampleError(f"{family_name}: labels {family.labels} do not start {prefix}")
+        names = family.labels[len(prefix) :]
+        if len(values) != len(names) or not all(isinstance(v, str) for v in values):
+            raise SampleError(f"{family_name}: values {values!r} for the labels {names}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SampleError(f"{family_name}: value {value!r} is not a number")
+
+
+class SampleRenderer:
+    """Samples as data to Prometheus text, each family's label text made once.
+
+    The text of each (family, number of filled-in labels, values) is cached, with a
+    bound: label values are bounded sets (states, reasons, configured types).
+    """
+
+    MAX_CACHED = 20_000
+
+    def __init__(self, store: MetricStore) -> None:
+        self._store = store
+        self._extra: dict[tuple[str, int, tuple[str, ...]], str] = {}
+
+    def labels_after(self, family: str, filled: int, values: tuple[str, ...]) -> str:
+        """``,name="value"...`` for the family's labels after the ``filled`` first ones."""
+        key = (family, filled, values)
+        text = self._extra.get(key)
+        if text is None:
+            names = self._store.family(family).labels[filled:]
+            if len(names) != len(values):
+                raise SampleError(f"{family}: values {values!r} for the labels {names}")
+            text = "".join(
+                f',{name}="{escape_label_value(value)}"'
+                for name, value in zip(names, values, strict=True)
+            )
+            if len(self._extra) >= self.MAX_CACHED:
+                self._extra.clear()
+            self._extra[key] = text
+        return text
+
+    def lines(self, samples: Iterable[SampleData], labels: str, filled: int) -> dict[str, str]:
+        """Per family, the text lines of ``samples``; ``labels`` is the filled-in text."""
+        extra = self.labels_after
+        out: dict[str, str] = {}
+        for family, values, value in samples:
+            line = f"{family}{{{labels}{extra(family, filled, values)}}} {format_value(value)}\n"
+            out[family] = out.get(family, "") + line
+        return out
+
+
+class RenderedJob(Protocol):
+    """What the renderer reads of a poll job (see :class:`ccwatch.scheduler.Job`)."""
+
+    id: int
+    target: str
+    endpoint: str
+    subject: Mapping[str, str]
+    subject_labels: tuple[tuple[str, ...], tuple[str, ...]]
+    interval: float
+    families: tuple[str, ...]
+    errors: dict[str, int]
+    vendor_labels: str
+    poll_labels: str
+    filled: int
+
+
+class JobRenderer:
+    """Renders poll jobs' outcomes into the metric store: the one place that writes the
+    text of vendor and poll-health series. The scheduler calls it; it decides nothing."""
+
+    def __init__(self, store: MetricStore) -> None:
+        self.store = store
+        self.samples = SampleRenderer(store)
+
+    def bind(self, job: RenderedJob, shared: dict[str, str] | None = None) -> None:
+        """Make a job's label texts. Empty subject labels are left out of the poll-health
+        series (Prometheus reads an empty label as an absent one); ``shared`` lets the
+        jobs of one subject share one vendor label string."""
+        source_labels, all_labels = job.subject_labels
+        subject = job.subject
+        vendor = label_text(
+            [("target", job.target)] + [(n, subject.get(n, "")) for n in source_labels]
+        )
+        job.vendor_labels = vendor if shared is None else shared.setdefault(vendor, vendor)
+        job.filled = 1 + len(source_labels)
+        job.poll_labels = label_text(
+            [("target", job.target), ("endpoint", job.endpoint)]
+            + [(n, subject[n]) for n in all_labels if subject.get(n)]
+        )
+
+    def success(self, job: RenderedJob, samples: Iterable[SampleData], duration: float,
+                wall: float) -> None:  # fmt: skip
+        store = self.store
+        key = job.id
+        lines = self.samples.lines(samples, job.vendor_labels, job.filled)
+        families = tuple(lines)
+        if families != job.families:
+            for family in job.families:
+                if family not in lines:
+                    store.delete(family, key)
+            job.families = families
+        for family, text in lines.items():
+            store.set(family, key, text.encode())
+        labels = job.poll_labels
+        store.set(POLL_SUCCESS, key, f"{POLL_SUCCESS}{{{labels}}} 1\n".encode())
+        store.set(POLL_DURATION, key, f"{POLL_DURATION}{{{labels}}} {duration!r}\n".encode())
+        store.set(POLL_LAST_SUCCESS, key, f"{POLL_LAST_SUCCESS}{{{labels}}} {wall!r}\n".encode())
+
+    def withdraw(self, job: RenderedJob) -> None:
+        """Drop a job's vendor series and read its poll_success as 0."""
+        store = self.store
+        for family in job.families:
+            store.delete(family, job.id)
+        job.families = ()
+        store.set(POLL_SUCCESS, job.id, f"{POLL_SUCCESS}{{{job.poll_labels}}} 0\n".encode())
+
+    def failure(self, job: RenderedJob, duration: float) -> None:
+        """A failed poll: vendor series gone, poll_success 0, the errors by reason."""
+        self.withdraw(job)
+        store = self.store
+        key = job.id
+        labels = job.poll_labels
+        store.set(POLL_DURATION, key, f"{POLL_DURATION}{{{labels}}} {duration!r}\n".encode())
+        store.set(
+            POLL_ERRORS,
+            key,
+            "".join(
+                f'{POLL_ERRORS}{{{labels},reason="{r}"}} {n}\n' for r, n in job.errors.items()
+            ).encode(),
+        )
+
+    def interval(self, job: RenderedJob) -> None:
+        self.store.set(
+            POLL_INTERVAL,
+            job.id,
+            f"{POLL_INTERVAL}{{{job.poll_labels}}} {format_value(job.interval)}\n".encode(),
+        )
+
+    def forget(self, job: RenderedJob) -> None:
+        self.store.forget(job.id)
+
+    def hold(self, key: int, target: str, until: float) -> None:
+        """``ccwatch_target_hold_until_timestamp_seconds`` of a held target."""
+        labels = label_text([("target", target)])
+        self.store.set(
+            TARGET_HOLD_UNTIL,
+            key,
+            f"{TARGET_HOLD_UNTIL}{{{labels}}} {format_value(until)}\n".encode(),
+        )
+
+    def unhold(self, key: int) -> None:
+        self.store.delete(TARGET_HOLD_UNTIL, key)
+
+
+def render_state_samples(
+    store: MetricStore,
+    renderer: SampleRenderer,
+    states: Iterable[tuple[str, Iterable[SampleData]]],
+    families: Iterable[str],
+) -> None:
+    """Scrape-time samples of the targets' states into ``families``' fragments (key 0):
+    (target name, its samples) pairs; a family no state has a sample for is emptied."""
+    lines: dict[str, str] = {}
+    for target, samples in states:
+        for family, text in renderer.lines(samples, label_text([("target", target)]), 1).items():
+            lines[family] = lines.get(family, "") + text
+    for family in families:
+        if family in lines:
+            store.set(family, 0, lines[family].encode())
+        else:
+            store.delete(family, 0)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -36,9 +36,6 @@ from pydantic_settings import (
 )
 
 from ccwatch.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ccwatch.sources.base import Source
 
 DEFAULT_CONFIG_PATH = "/etc/ccwatch/ccwatch.yml"
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9865"
@@ -301,35 +298,36 @@ class ConfigBase(BaseSettings):
         return self.defaults.max_retry_after
 
 
-_MODEL_CACHE: dict[tuple[str, ...], type[ConfigBase]] = {}
+def config_model(targets: Sequence[type[TargetConfig]]) -> type[ConfigBase]:
+    """The config model whose ``targets`` is the union of ``targets``, the target models
+    of the registered sources (see :data:`ccwatch.sources.CONFIG_MODEL`). This module
+    imports no source: the registry hands its models over."""
+    from typing import Union
+
+    models = tuple(targets)
+    member: Any = (
+        Annotated[Union[models], Field(discriminator="source")]  # noqa: UP007
+        if len(models) > 1
+        else models[0]
+    )
+    return type(
+        "Config",
+        (ConfigBase,),
+        {
+            "__annotations__": {"targets": list[member]},
+            "targets": Field(min_length=1),
+            "__module__": __name__,
+        },
+    )
 
 
-def config_model(sources: Iterable[Source] | None = None) -> type[ConfigBase]:
-    """The config model whose ``targets`` is the union of the registered sources' models."""
-    if sources is None:
-        from ccwatch.sources import SOURCES
-
-        sources = SOURCES.values()
-    models = tuple(s.config_model for s in sources)
-    key = tuple(m.__qualname__ for m in models)
-    if key not in _MODEL_CACHE:
-        from typing import Union
-
-        member: Any = (
-            Annotated[Union[models], Field(discriminator="source")]  # noqa: UP007
-            if len(models) > 1
-            else models[0]
-        )
-        _MODEL_CACHE[key] = type(
-            "Config",
-            (ConfigBase,),
-            {
-                "__annotations__": {"targets": list[member]},
-                "targets": Field(min_length=1),
-                "__module__": __name__,
-            },
-        )
-    return _MODEL_CACHE[key]
+def source_names(model: type[ConfigBase]) -> set[str]:
+    """The ``source:`` values a config model accepts."""
+    annotation = model.model_fields["targets"].annotation
+    (member,) = get_args(annotation)
+    union = get_args(member)[0] if get_args(member) else member
+    targets = get_args(union) or (union,)
+    return {get_args(t.model_fields["source"].annotation)[0] for t in targets}
 
 
 # --------------------------------------------------------------------------- loading
@@ -397,17 +395,17 @@ def _semantic_errors(cfg: ConfigBase) -> list[str]:
     return errors
 
 
-def parse_config(data: Any, *, origin: str = "config") -> ConfigBase:
-    """Validate already-loaded YAML data. Raises :class:`ConfigError` naming each key path."""
-    from ccwatch.sources import SOURCES
+def parse_config(data: Any, model: type[ConfigBase], *, origin: str = "config") -> ConfigBase:
+    """Validate already-loaded YAML data against ``model`` (from :func:`config_model`).
 
+    Raises :class:`ConfigError` naming each key path.
+    """
     if not isinstance(data, dict):
         raise ConfigError([f"(top level): {origin} must be a YAML mapping"])
-    model = config_model(SOURCES.values())
     try:
         cfg = model(**data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, set(SOURCES))) from None
+        raise ConfigError(_format_errors(exc, source_names(model))) from None
     errors = _semantic_errors(cfg)
     if errors:
         raise ConfigError(errors)
@@ -419,8 +417,8 @@ def parse_config(data: Any, *, origin: str = "config") -> ConfigBase:
 _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_config(path: str | os.PathLike[str]) -> ConfigBase:
-    """Read, parse and validate a config file."""
+def load_config(path: str | os.PathLike[str], model: type[ConfigBase]) -> ConfigBase:
+    """Read, parse and validate a config file against ``model``."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -432,4 +430,4 @@ def load_config(path: str | os.PathLike[str]) -> ConfigBase:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
-    return parse_config(data, origin=str(path))
+    return parse_config(data, model, origin=str(path))

@@ -22,17 +22,20 @@ from ccwatch.collector import (
     JOBS,
     POLLS_DELAYED,
     POLLS_IN_FLIGHT,
+    JobRenderer,
     MetricStore,
     build_info_fragment,
     core_families,
     format_value,
     label_text,
+    render_state_samples,
 )
-from ccwatch.config import ConfigBase, TargetConfig, load_config, split_listen_address
+from ccwatch.config import ConfigBase, TargetConfig, split_listen_address
 from ccwatch.errors import ConfigError
 from ccwatch.http import HttpClient
 from ccwatch.scheduler import Job, Scheduler, TargetGroup
-from ccwatch.sources import SOURCES, all_subject_labels
+from ccwatch.sources import SOURCES, all_subject_labels, load_config
+from ccwatch.sources.base import SourceState
 from ccwatch.web import build_app
 
 log = structlog.get_logger("ccwatch")
@@ -73,7 +76,33 @@ def target_timing(config: ConfigBase, target: TargetConfig) -> tuple[float, floa
     )
 
 
-def build_group(config: ConfigBase, target: TargetConfig, http: HttpClient) -> TargetGroup:
+#: Target name -> (source name, its state): the per-target state the daemon owns.
+States = dict[str, tuple[str, SourceState]]
+
+
+def target_states(config: ConfigBase, running: Mapping[str, tuple[str, SourceState]]) -> States:
+    """The state of every configured target whose source keeps one.
+
+    A target that keeps its name and source keeps its state (reconfigured); the state of
+    a target no longer configured is not carried over, and goes with it.
+    """
+    states: States = {}
+    for target in config.targets:
+        source = SOURCES[target.source]
+        if source.state is None:
+            continue
+        held = running.get(target.name)
+        if held is not None and held[0] == source.name:
+            held[1].reconfigure(target)
+            states[target.name] = held
+        else:
+            states[target.name] = (source.name, source.state(target))
+    return states
+
+
+def build_group(
+    config: ConfigBase, target: TargetConfig, http: HttpClient, state: SourceState | None = None
+) -> TargetGroup:
     """One target's poll jobs (ids are given by the scheduler)."""
     subject_labels = all_subject_labels()
     source = SOURCES[target.source]
@@ -83,7 +112,7 @@ def build_group(config: ConfigBase, target: TargetConfig, http: HttpClient) -> T
         headers=source.headers,
     )
     if source.client_factory is not None:
-        client = source.client_factory(target, client)
+        client = source.client_factory(target, client, state)
     timing = target_timing(config, target)
     interval, timeout, max_retry_after = timing
     jobs = [
@@ -100,7 +129,7 @@ def build_group(config: ConfigBase, target: TargetConfig, http: HttpClient) -> T
             poll=spec.poll,
             max_retry_after=max_retry_after,
         )
-        for spec in source.jobs(target, client)
+        for spec in source.jobs(target, client, state)
     ]
     return TargetGroup(
         target.name,
@@ -112,7 +141,10 @@ def build_group(config: ConfigBase, target: TargetConfig, http: HttpClient) -> T
 
 
 def build_groups(
-    config: ConfigBase, http: HttpClient, running: Mapping[str, TargetGroup] | None = None
+    config: ConfigBase,
+    http: HttpClient,
+    running: Mapping[str, TargetGroup] | None = None,
+    states: States | None = None,
 ) -> list[TargetGroup]:
     """Every configured target's group.
 
@@ -121,6 +153,8 @@ def build_groups(
     the same jobs, which the scheduler retimes in place; any other is built anew.
     """
     groups: list[TargetGroup] = []
+    if states is None:
+        states = target_states(config, {})
     for target in config.targets:
         old = running.get(target.name) if running is not None else None
         if old is not None and old.shape == target_shape(config, target):
@@ -134,7 +168,8 @@ def build_groups(
                     )
                 )
         else:
-            groups.append(build_group(config, target, http))
+            held = states.get(target.name)
+            groups.append(build_group(config, target, http, held[1] if held else None))
     return groups
 
 
@@ -182,11 +217,21 @@ class Daemon:
             for family in source.families:
                 self.store.register(family)
         self.store.set(BUILD_INFO, 0, build_info_fragment())
+        self.render = JobRenderer(self.store)
+        #: per-target state of the sources that keep one (probe verdicts, token caches)
+        self.states = target_states(config, {})
+        self._state_families = [
+            family.name
+            for source in SOURCES.values()
+            if source.state is not None
+            for family in source.families
+        ]
         self.scheduler = Scheduler(
             (),
             self.store,
             max_concurrency=config.scheduler.max_concurrency,
-            groups=build_groups(config, self.http),
+            groups=build_groups(config, self.http, states=self.states),
+            render=self.render,
         )
         self.history = self.scheduler.history  # kept across reloads
         self._set_job_counts()
@@ -238,17 +283,12 @@ class Daemon:
             0,
             f"{CONFIG_LAST_RELOAD_TIME} {format_value(self._last_reload_time)}\n".encode(),
         )
-        for source in SOURCES.values():
-            if source.scrape_samples is not None:
-                lines: dict[str, str] = {}
-                for name, labels, value in source.scrape_samples():
-                    line = f"{name}{{{labels}}} {format_value(value)}\n"
-                    lines[name] = lines.get(name, "") + line
-                for family in source.families:
-                    if family.name in lines:
-                        store.set(family.name, 0, lines[family.name].encode())
-                    else:  # e.g. its last target was removed by a reload
-                        store.delete(family.name, 0)
+        render_state_samples(
+            store,
+            self.render.samples,
+            ((name, state.samples()) for name, (_, state) in sorted(self.states.items())),
+            self._state_families,
+        )
         return store.chunks(openmetrics=openmetrics)
 
     def recent_events(self) -> list[dict[str, Any]]:
@@ -274,8 +314,10 @@ class Daemon:
         their state and phase; removed jobs are cancelled and their series dropped.
         """
         started = time.perf_counter()
-        groups = build_groups(config, self.http, self.scheduler.groups)
+        states = target_states(config, self.states)
+        groups = build_groups(config, self.http, self.scheduler.groups, states)
         counts = self.scheduler.update(groups, max_concurrency=config.scheduler.max_concurrency)
+        self.states = states  # removed targets' states go with them
         self.config = config
         self._set_job_counts()
         self._last_reload_ok = True

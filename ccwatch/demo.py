@@ -9,9 +9,10 @@ import sys
 import structlog
 import yaml
 
-from ccwatch.config import ConfigBase, parse_config
+from ccwatch.config import ConfigBase
 from ccwatch.daemon import Daemon
 from ccwatch.simulator import serve as serve_simulator
+from ccwatch.sources import parse_config
 
 log = structlog.get_logger("ccwatch.demo")
 

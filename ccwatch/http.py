@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -39,6 +40,9 @@ from ccwatch.errors import (
 )
 
 USER_AGENT = f"ccwatch/{__version__}"
+#: Characters a configured base URL keeps as they are: reserved ones, and ``%`` so that
+#: escapes the operator wrote are sent as written.
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +172,8 @@ class TargetClient:
     ) -> None:
         self.http = http
         self.base_url = base_url
+        # percent-encode what must be (spaces, non-ASCII); escapes already there stay
+        self._encoded_base = quote(base_url, safe=_URL_SAFE)
         self.max_response_size = max_response_size
         self._ssl = ssl_context
         self._server_hostname = server_name
@@ -180,7 +186,9 @@ class TargetClient:
             self._kwargs["server_hostname"] = server_name
 
     def url(self, path: str) -> str:
-        return self.base_url + path
+        """The base URL, percent-encoded where it needs to be, and ``path`` (which the
+        source has encoded) appended: ready for ``URL(..., encoded=True)``."""
+        return self._encoded_base + path
 
     async def request(
         self,

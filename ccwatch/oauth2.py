@@ -1,7 +1,8 @@
 """OAuth2 client credentials for the HTTP layer: a :class:`TargetClient` that adds a token.
 
 :class:`OAuth2Client` wraps a target's :class:`~ccwatch.http.TargetClient` (use it from a
-source's ``client_factory``, e.g. through :meth:`TokenRegistry.client`) and
+source's ``client_factory``, with the target's :class:`TokenSource`, which the daemon
+keeps in the target's state) and
 
 - gets an access token from the config's ``token_url`` with the client credentials grant
   (``grant_type=client_credentials``, ``client_id`` and ``client_secret`` in the form body,
@@ -29,8 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -50,7 +50,7 @@ from ccwatch.errors import (
 from ccwatch.http import Response, TargetClient
 from ccwatch.numbers import check_json_number, parse_decimal
 
-__all__ = ["OAuth2Client", "TokenFailure", "TokenRegistry", "TokenSource"]
+__all__ = ["OAuth2Client", "TokenFailure", "TokenSource"]
 
 #: A token is renewed this fraction of its lifetime before it expires ...
 REFRESH_FRACTION: Final = 0.1
@@ -294,37 +294,3 @@ class OAuth2Client(TargetClient):
 
 def _authorised(headers: Mapping[str, str] | None, token: SecretStr) -> dict[str, str]:
     return {**(headers or {}), "Authorization": f"Bearer {token.get_secret_value()}"}
-
-
-class TokenRegistry:
-    """The token sources of one source's targets, by target name, for the whole process.
-
-    A source keeps one registry and makes its clients with :meth:`client` from its
-    ``client_factory``. A target keeps its token source (its cached token and its failure
-    counter) across reloads; a source that no job uses any more (its target was removed)
-    is dropped with the jobs. :meth:`failures` feeds a ``scrape_samples`` hook.
-    """
-
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._sources: weakref.WeakValueDictionary[str, TokenSource] = weakref.WeakValueDictionary()
-
-    def source(self, target: str, config: OAuth2) -> TokenSource:
-        tokens = self._sources.get(target)
-        if tokens is None:
-            tokens = TokenSource(config, clock=self._clock)
-            self._sources[target] = tokens
-        else:
-            tokens.reconfigure(config)
-        return tokens
-
-    def client(self, target: str, config: OAuth2, inner: TargetClient) -> OAuth2Client:
-        return OAuth2Client(inner, self.source(target, config))
-
-    def failures(self) -> Iterator[tuple[str, int]]:
-        """(target name, failed token requests) of every live target, sorted by name."""
-        for target, tokens in sorted(self._sources.items()):
-            yield target, tokens.failures
-
-    def get(self, target: str) -> TokenSource | None:
-        return self._sources.get(target)

@@ -39,17 +39,7 @@ from typing import Any
 
 import structlog
 
-from ccwatch.collector import (
-    POLL_DURATION,
-    POLL_ERRORS,
-    POLL_INTERVAL,
-    POLL_LAST_SUCCESS,
-    POLL_SUCCESS,
-    TARGET_HOLD_UNTIL,
-    MetricStore,
-    format_value,
-    label_text,
-)
+from ccwatch.collector import JobRenderer, MetricStore
 from ccwatch.errors import REASON_INTERNAL, PollError, TimeoutFailure
 from ccwatch.sources.base import Reading
 
@@ -69,13 +59,6 @@ SWEEP_EVERY = 1.0
 HISTORY = 500
 #: Width of a timer-wheel slot in seconds.
 RESOLUTION = 0.02
-
-_label_cache: dict[str, str] = {}
-
-
-def _shared(text: str) -> str:
-    """One string object for equal label texts (the jobs of one subject share theirs)."""
-    return _label_cache.setdefault(text, text)
 
 
 async def _removed() -> Reading:
@@ -98,7 +81,6 @@ class TargetGroup:
         "hold_wall",
         "jobs",
         "key",
-        "labels",
         "name",
         "shape",
         "timing",
@@ -121,7 +103,6 @@ class TargetGroup:
         #: kept as the very list when given one: a retimed group shares its jobs' list
         self.jobs = jobs if isinstance(jobs, list) else list(jobs)
         self.key = 0  # the metric store key of its target-level series; set by the scheduler
-        self.labels = label_text([("target", name)])
         #: Loop time before which none of its jobs is polled (a server's Retry-After).
         self.hold_until: float | None = None
         #: The same moment as Unix time, for ``ccwatch_target_hold_until_timestamp_seconds``.
@@ -141,6 +122,7 @@ class Job:
         "failing_since",
         "failures",
         "families",
+        "filled",
         "fresh_until",
         "group",
         "heap_until",
@@ -192,11 +174,12 @@ class Job:
         self.max_retry_after = max_retry_after
         self.poll = poll
         self.group: TargetGroup | None = None
-        # label texts are made by bind_labels(), only for jobs that are going to run: a
-        # reload builds many jobs only to hand their definition to running ones
+        # label texts are made by the renderer's bind(), only for jobs that are going to
+        # run: a reload builds many jobs only to hand their definition to running ones
         self.subject_labels = (source_subject_labels, all_subject_labels)
         self.vendor_labels = ""
         self.poll_labels = ""
+        self.filled = 0
         self.due = 0.0
         #: the timer-wheel slot the job is armed in (-1: none); entries of other slots
         #: that still name the job are stale and skipped
@@ -230,20 +213,6 @@ class Job:
     def log_fields(self) -> dict[str, str]:
         return {"target": self.target, "endpoint": self.endpoint, **self.subject}
 
-    def bind_labels(self) -> None:
-        """Render the job's label texts (once, when it is scheduled)."""
-        if self.poll_labels:
-            return
-        source_labels, all_labels = self.subject_labels
-        subject = self.subject
-        self.vendor_labels = _shared(
-            label_text([("target", self.target)] + [(n, subject.get(n, "")) for n in source_labels])
-        )
-        self.poll_labels = label_text(
-            [("target", self.target), ("endpoint", self.endpoint)]
-            + [(n, subject.get(n, "")) for n in all_labels]
-        )
-
     def initial_offset(self) -> float:
         """A stable fraction of the interval, from a hash of the job's identity."""
         fraction = zlib.crc32(repr(self.key).encode()) / 2**32
@@ -262,8 +231,11 @@ class Scheduler:
         wall_clock: Callable[[], float] = time.time,
         history: deque[dict[str, Any]] | None = None,
         groups: Iterable[TargetGroup] = (),
+        render: JobRenderer | None = None,
     ) -> None:
         self.store = store
+        #: writes every outcome's series; the scheduler only decides when and what
+        self.render = JobRenderer(store) if render is None else render
         self.max_concurrency = max_concurrency
         self._wall = wall_clock
         #: The most recent transition events (also logged), newest last, for ``/logs``.
@@ -306,9 +278,10 @@ class Scheduler:
     def _adopt_group(self, group: TargetGroup) -> None:
         group.key = next(self._group_keys)
         self.groups[group.name] = group
+        shared: dict[str, str] = {}
         for job in group.jobs:
             job.group = group
-            job.bind_labels()
+            self.render.bind(job, shared)
             if job.id <= 0:
                 job.id = next(self._ids)
             else:  # ids given by the caller: keep new ones above them
@@ -408,11 +381,12 @@ class Scheduler:
                 continue
             running = {job.key: job for job in old.jobs} if old is not None else {}
             merged: list[Job] = []
+            shared: dict[str, str] = {}
             for fresh in group.jobs:
                 job: Job | None = running.pop(fresh.key, None) if running else None
                 if job is None:
                     fresh.group = group
-                    self._add_job(fresh, now)
+                    self._add_job(fresh, now, shared)
                     merged.append(fresh)
                     counts["added"] += 1
                 else:
@@ -436,9 +410,9 @@ class Scheduler:
         self._drain(now)
         return counts
 
-    def _add_job(self, job: Job, now: float) -> None:
+    def _add_job(self, job: Job, now: float, shared: dict[str, str]) -> None:
         job.id = next(self._ids)
-        job.bind_labels()
+        self.render.bind(job, shared)
         if not job.attempted:
             self.unattempted += 1
         self._set_interval(job)
@@ -480,12 +454,12 @@ class Scheduler:
         # the freshness heap drops the job
         job.group = None
         job.poll = _removed
-        self.store.forget(job.id)
+        self.render.forget(job)
 
     def _release_group(self, group: TargetGroup) -> None:
         if group in self._held:
             self._held.discard(group)
-            self.store.delete(TARGET_HOLD_UNTIL, group.key)
+            self.render.unhold(group.key)
 
     # ----------------------------------------------------------------- holds and freshness
 
@@ -496,17 +470,13 @@ class Scheduler:
         group.hold_wall = wall
         group.hold_reason = reason
         self._held.add(group)
-        self.store.set(
-            TARGET_HOLD_UNTIL,
-            group.key,
-            f"{TARGET_HOLD_UNTIL}{{{group.labels}}} {format_value(wall)}\n".encode(),
-        )
+        self.render.hold(group.key, group.name, wall)
 
     def _end_hold(self, group: TargetGroup) -> None:
         group.hold_until = None
         group.hold_reason = None
         self._held.discard(group)
-        self.store.delete(TARGET_HOLD_UNTIL, group.key)
+        self.render.unhold(group.key)
 
     def _mark_fresh(self, job: Job, succeeded_at: float) -> None:
         job.fresh_until = until = succeeded_at + FRESH_INTERVALS * job.interval
@@ -549,15 +519,11 @@ class Scheduler:
 
     def _withdraw(self, job: Job, now: float) -> None:
         """A job's values are too old: drop its vendor series, poll_success 0, log once."""
-        store = self.store
         succeeded_at = job.fresh_until - FRESH_INTERVALS * job.interval
-        for family in job.families:
-            store.delete(family, job.id)
-        job.families = ()
+        self.render.withdraw(job)
         job.stale = True
         job.stale_since = self._wall()
         job.fresh_until = math.inf
-        store.set(POLL_SUCCESS, job.id, f"{POLL_SUCCESS}{{{job.poll_labels}}} 0\n".encode())
         fields: dict[str, Any] = {
             **job.log_fields,
             "data_age_seconds": round(now - succeeded_at, 3),
@@ -747,31 +713,10 @@ class Scheduler:
         self.history.append({"timestamp": self._wall(), "level": level, "event": event, **fields})
 
     def _record_success(self, job: Job, reading: Reading, duration: float, now: float) -> None:
-        store = self.store
-        key = job.id
-        lines: dict[str, str] = {}
-        labels = job.vendor_labels
-        for family, extra, value in reading.samples():
-            line = f"{family}{{{labels}{extra}}} {format_value(value)}\n"
-            lines[family] = lines.get(family, "") + line
-        families = tuple(lines)
-        if families != job.families:
-            for family in job.families:
-                if family not in lines:
-                    store.delete(family, key)
-            job.families = families
-        for family, text in lines.items():
-            store.set(family, key, text.encode())
         wall = self._wall()
+        self.render.success(job, reading.samples(), duration, wall)
         job.last_success = wall
         self._mark_fresh(job, now)
-        store.set(POLL_SUCCESS, key, f"{POLL_SUCCESS}{{{job.poll_labels}}} 1\n".encode())
-        store.set(
-            POLL_DURATION, key, f"{POLL_DURATION}{{{job.poll_labels}}} {duration!r}\n".encode()
-        )
-        store.set(
-            POLL_LAST_SUCCESS, key, f"{POLL_LAST_SUCCESS}{{{job.poll_labels}}} {wall!r}\n".encode()
-        )
         if job.failures:
             self._event(
                 "info",
@@ -801,28 +746,12 @@ class Scheduler:
             job.watched = dict(watched)
 
     def _record_failure(self, job: Job, error: PollError, duration: float) -> None:
-        store = self.store
-        key = job.id
-        for family in job.families:
-            store.delete(family, key)
-        job.families = ()
         job.fresh_until = math.inf
         job.stale = False
         job.stale_since = None
-        store.set(POLL_SUCCESS, key, f"{POLL_SUCCESS}{{{job.poll_labels}}} 0\n".encode())
-        store.set(
-            POLL_DURATION, key, f"{POLL_DURATION}{{{job.poll_labels}}} {duration!r}\n".encode()
-        )
         reason = error.reason
         job.errors[reason] = job.errors.get(reason, 0) + 1
-        store.set(
-            POLL_ERRORS,
-            key,
-            "".join(
-                f'{POLL_ERRORS}{{{job.poll_labels},reason="{r}"}} {n}\n'
-                for r, n in job.errors.items()
-            ).encode(),
-        )
+        self.render.failure(job, duration)
         job.failures += 1
         if job.failures == 1 or reason != job.last_reason:
             fields: dict[str, Any] = {**job.log_fields, "reason": reason, "error": error.detail}
@@ -841,8 +770,4 @@ class Scheduler:
         job.last_reason = reason
 
     def _set_interval(self, job: Job) -> None:
-        self.store.set(
-            POLL_INTERVAL,
-            job.id,
-            f"{POLL_INTERVAL}{{{job.poll_labels}}} {format_value(job.interval)}\n".encode(),
-        )
+        self.render.interval(job)

@@ -30,9 +30,9 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from ccwatch.config import load_config, parse_config
 from ccwatch.daemon import Daemon
 from ccwatch.simulator import serve
+from ccwatch.sources import load_config, parse_config
 
 
 @dataclass
@@ -102,11 +102,15 @@ class Scrape:
         self.samples: list[Sample] = [s for f in self.families.values() for s in f.samples]
 
     def value(self, name: str, **labels: str) -> float | None:
-        """The value of the one sample ``name`` whose labels include ``labels``."""
+        """The value of the one sample ``name`` whose labels include ``labels``.
+
+        An empty label value matches an absent label, as in Prometheus: ccwatch leaves
+        empty labels out.
+        """
         found = [
             s.value
             for s in self.samples
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            if s.name == name and all(s.labels.get(k, "") == v for k, v in labels.items())
         ]
         assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
         return found[0] if found else None
@@ -115,7 +119,7 @@ class Scrape:
         return [
             s
             for s in self.samples
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            if s.name == name and all(s.labels.get(k, "") == v for k, v in labels.items())
         ]
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from ccwatch.collector import MetricStore
+from ccwatch.collector import (
+    JobRenderer,
+    MetricStore,
+    SampleError,
+    SampleRenderer,
+    check_samples,
+    core_families,
+)
 from ccwatch.exposition import Family, format_value, label_text
+from ccwatch.scheduler import Job
 
 
 def store() -> MetricStore:
@@ -86,3 +97,104 @@ def test_large_families_come_in_bounded_chunks_with_one_header() -> None:
     assert text.count("# TYPE y gauge") == 1
     samples = next(f for f in text_string_to_metric_families(text) if f.name == "y").samples
     assert sorted(int(x.value) for x in samples) == list(range(count))
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def rendering_store() -> MetricStore:
+    s = MetricStore()
+    for family in core_families(("entry_point", "customer_id")):
+        s.register(family)
+    s.register(Family("v_state", "gauge", "A state set.", ("target", "entry_point", "state")))
+    s.register(Family("v_plain", "gauge", "A value.", ("target", "entry_point")))
+    return s
+
+
+def job(**subject: str) -> Job:
+    async def poll() -> Any:
+        raise AssertionError("not polled")
+
+    return Job(
+        id=7,
+        source="test",
+        target="t",
+        endpoint="e",
+        subject=subject,
+        source_subject_labels=("entry_point",),
+        all_subject_labels=("entry_point", "customer_id"),
+        interval=15.0,
+        timeout=5.0,
+        poll=poll,
+    )
+
+
+def test_bind_leaves_empty_subject_labels_out_of_the_poll_series() -> None:
+    render = JobRenderer(rendering_store())
+    j = job(entry_point="1000")
+    shared: dict[str, str] = {}
+    render.bind(j, shared)
+    assert j.poll_labels == 'target="t",endpoint="e",entry_point="1000"'  # no customer_id=""
+    assert j.vendor_labels == 'target="t",entry_point="1000"'
+    assert j.filled == 2
+    other = job(entry_point="1000")
+    render.bind(other, shared)
+    assert other.vendor_labels is j.vendor_labels  # one string per subject
+
+
+def test_samples_as_data_are_rendered_with_the_jobs_labels() -> None:
+    s = rendering_store()
+    render = JobRenderer(s)
+    j = job(entry_point="1000")
+    render.bind(j)
+    samples = [("v_state", ('a"b',), 1.0), ("v_state", ("c",), 0.0), ("v_plain", (), 2.5)]
+    render.success(j, samples, 0.125, 1000.0)
+    families = {f.name: f for f in text_string_to_metric_families(s.render().decode())}
+    assert [(x.labels, x.value) for x in families["v_state"].samples] == [
+        ({"target": "t", "entry_point": "1000", "state": 'a"b'}, 1.0),
+        ({"target": "t", "entry_point": "1000", "state": "c"}, 0.0),
+    ]
+    assert families["v_plain"].samples[0].value == 2.5
+    assert families["ccwatch_poll_success"].samples[0].labels == {
+        "target": "t",
+        "endpoint": "e",
+        "entry_point": "1000",
+    }
+    render.failure(j, 0.5)  # the vendor series go
+    assert "v_state" not in s.render().decode()
+
+
+@pytest.mark.parametrize(
+    ("sample", "message"),
+    [
+        (("v_nope", (), 1.0), "no such metric family"),
+        (("v_state", (), 1.0), "values"),
+        (("v_plain", ("x",), 1.0), "values"),
+    ],
+)
+def test_samples_that_do_not_fit_their_family_are_refused(
+    sample: tuple[str, tuple[str, ...], float], message: str
+) -> None:
+    s = rendering_store()
+    families = {f.name: f for f in s.families()}
+    with pytest.raises(SampleError, match=message):
+        check_samples(families, [sample], ("target", "entry_point"))
+    render = JobRenderer(s)
+    j = job(entry_point="1")
+    render.bind(j)
+    with pytest.raises((SampleError, KeyError)):  # at poll time: reason internal
+        render.success(j, [sample], 0.1, 1.0)
+
+
+def test_check_samples_wants_the_filled_in_labels_first() -> None:
+    families = {f.name: f for f in rendering_store().families()}
+    with pytest.raises(SampleError, match="do not start"):
+        check_samples(families, [("v_plain", (), 1.0)], ("target", "customer_id"))
+
+
+def test_the_label_text_cache_is_bounded() -> None:
+    s = rendering_store()
+    renderer = SampleRenderer(s)
+    for i in range(SampleRenderer.MAX_CACHED + 10):
+        renderer.labels_after("v_state", 2, (str(i),))
+    assert len(renderer._extra) <= SampleRenderer.MAX_CACHED

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ccwatch.config import format_duration, load_config, parse_config, parse_duration
+from ccwatch.config import format_duration, parse_duration
 from ccwatch.errors import ConfigError
+from ccwatch.sources import load_config, parse_config
 from ccwatch.sources.ece import ENDPOINTS, EceTarget
 
 TESTDATA = Path(__file__).parent / "testdata" / "config"
@@ -149,3 +150,32 @@ def test_durations_as_in_prometheus(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def test_the_config_module_imports_no_source() -> None:
+    """ccwatch.config is a leaf: the registry hands it the target models."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ccwatch.config\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ccwatch')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "ccwatch.config" in out
+    assert "ccwatch.sources" not in out
+    assert "ccwatch.http" not in out
+
+
+def test_the_registry_hands_its_union_to_the_loader() -> None:
+    from ccwatch import config
+    from ccwatch.sources import CONFIG_MODEL, SOURCES
+
+    assert config.source_names(CONFIG_MODEL) == set(SOURCES)
+    only_ece = config.config_model([EceTarget])
+    assert config.source_names(only_ece) == {"ece"}
+    data = {"targets": [{"name": "a", "source": "gms_probe", "url": "http://x"}]}
+    with pytest.raises(ConfigError, match="unknown source 'gms_probe'; known sources: ece"):
+        config.parse_config(data, only_ece)

@@ -30,11 +30,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccwatch.config import parse_config
 from ccwatch.errors import REASON_INTERNAL, REASONS, PollError
 from ccwatch.exposition import format_value
 from ccwatch.http import HttpClient
-from ccwatch.sources import SOURCES
+from ccwatch.sources import SOURCES, parse_config
 from ccwatch.sources.base import JobSpec, Reading
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -183,9 +182,10 @@ def jobs_of(loop: Loop, source_name: str) -> list[JobSpec]:
     target = config.targets[0]
     source = SOURCES[source_name]
     client = loop.http.for_target(target, max_response_size=64 * 1024, headers=source.headers)
+    state = source.state(target) if source.state is not None else None
     if source.client_factory is not None:
-        client = source.client_factory(target, client)
-    return source.jobs(target, client)
+        client = source.client_factory(target, client, state)
+    return source.jobs(target, client, state)
 
 
 # --------------------------------------------------------------------------- strategies

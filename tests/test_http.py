@@ -138,3 +138,18 @@ def test_retry_after_long_digit_strings(value: str, expected: float) -> None:
 )
 def test_retry_after_that_is_neither_digits_nor_a_date_is_ignored(value: str) -> None:
     assert parse_retry_after(value) is None
+
+
+def test_a_base_url_is_percent_encoded_once_for_every_source() -> None:
+    from ccwatch.http import HttpClient
+    from ccwatch.sources import parse_config
+
+    target = parse_config(
+        {
+            "targets": [
+                {"name": "a", "source": "ece", "url": "http://h/a b/ü%20c", "entry_points": [1]}
+            ]
+        }
+    ).targets[0]
+    client = HttpClient().for_target(target, max_response_size=10)
+    assert client.url("/x/1") == "http://h/a%20b/%C3%BC%20c/x/1"

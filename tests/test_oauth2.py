@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from ccwatch.http import HttpClient, TargetClient
 from ccwatch.oauth2 import (
     OAuth2Client,
     TokenFailure,
-    TokenRegistry,
     TokenSource,
     parse_token_response,
 )
@@ -346,26 +344,20 @@ def test_secrets_stay_out_of_reprs() -> None:
     assert "tok-value-123" not in repr(token)
 
 
-def test_registry_keeps_a_source_per_target_across_reloads() -> None:
-    registry = TokenRegistry()
+def test_a_token_source_reconfigured_keeps_its_token_only_for_the_same_credentials() -> None:
     first = OAuth2.model_validate(
         {"token_url": "https://id.example.com/token", "client_id": "c", "client_secret": "a"}
     )
     second = first.model_copy(update={"client_secret": SecretStr("b")})
-    source = registry.source("alvaria", first)
+    source = TokenSource(first)
     source.failures = 3
     source._token = parse_token_response(b'{"access_token": "t"}', now=0.0)
-    assert registry.source("alvaria", first) is source
+    source.reconfigure(first)
     assert source._token is not None  # same credentials: the token stays
-    assert registry.source("alvaria", second) is source
+    source.reconfigure(second)
     assert source.config == second
     assert source._token is None  # new credentials: a new token
-    assert list(registry.failures()) == [("alvaria", 3)]
-    other = registry.source("other", first)
-    assert [name for name, _ in registry.failures()] == ["alvaria", "other"]
-    del source, other
-    gc.collect()
-    assert list(registry.failures()) == []  # no job holds them: the targets are gone
+    assert source.failures == 3  # the counter outlives reloads
 
 
 def test_token_failure_is_a_poll_error() -> None:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import trustme
 
-from ccwatch.config import load_config, parse_config
 from ccwatch.daemon import build_groups
 from ccwatch.http import HttpClient
+from ccwatch.sources import load_config, parse_config
 from tests.harness import (
     Running,
     Scrape,

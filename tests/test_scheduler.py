@@ -23,7 +23,7 @@ class Value:
         self.value = value
 
     def samples(self) -> Iterable[Sample]:
-        return (("test_value", "", self.value),)
+        return (("test_value", (), self.value),)
 
     def watched(self) -> Mapping[str, str]:
         return {}

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from types import MappingProxyType
 from typing import Any, ClassVar, Final, Literal
 from urllib.parse import quote
 
@@ -32,24 +33,25 @@ import orjson
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
-from ccwatch.collector import label_text
 from ccwatch.config import Duration, OAuth2, TargetConfig, _resolve_secret
 from ccwatch.errors import ParseFailure
 from ccwatch.http import TargetClient
 from ccwatch.numbers import check_json_int, parse_decimal_int, shown
-from ccwatch.oauth2 import TokenRegistry
-from ccwatch.sources.base import Family, JobSpec, Reading, Sample, Source
+from ccwatch.oauth2 import OAuth2Client, TokenSource
+from ccwatch.sources.base import NO_LABELS, Family, JobSpec, Reading, Sample, Source
 
 NAME: Final = "alvaria_context_cookies"
 Collection = Literal["settings", "customers", "services", "channels"]
 COLLECTIONS: Final[tuple[Collection, ...]] = ("settings", "customers", "services", "channels")
 #: The ``kind`` each collection answers with.
-KINDS: Final[Mapping[str, str]] = {
-    "settings": "cxp#contextCookiesSettingCollection",
-    "customers": "cxp#contextCookiesCustomerCollection",
-    "services": "cxp#contextCookiesServiceCollection",
-    "channels": "cxp#contextCookiesChannelCollection",
-}
+KINDS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "settings": "cxp#contextCookiesSettingCollection",
+        "customers": "cxp#contextCookiesCustomerCollection",
+        "services": "cxp#contextCookiesServiceCollection",
+        "channels": "cxp#contextCookiesChannelCollection",
+    }
+)
 PATH: Final = "/via/v2/organizations/{org_id}/customerexperience/contextCookies/{collection}"
 JSON_TYPES: Final = ("json",)
 DEFAULT_STALE_AFTER: Final = 30 * 86400.0
@@ -99,8 +101,10 @@ EXPIRED = "ccwatch_alvaria_context_cookies_expired_settings"
 STALE = "ccwatch_alvaria_context_cookies_stale_settings"
 TOKEN_FAILURES = "ccwatch_alvaria_token_failures_total"  # noqa: S105 - a metric name
 
-_NOTHING: Mapping[str, str] = {}
-_COLLECTION_LABEL: Final[Mapping[str, str]] = {c: f',collection="{c}"' for c in COLLECTIONS}
+_NOTHING: Final[Mapping[str, str]] = MappingProxyType({})
+_COLLECTION_LABEL: Final[Mapping[str, tuple[str]]] = MappingProxyType(
+    {c: (c,) for c in COLLECTIONS}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +132,8 @@ class SettingsReading:
     def samples(self) -> Iterable[Sample]:
         return (
             (ITEMS, _COLLECTION_LABEL["settings"], float(self.total_items)),
-            (EXPIRED, "", float(self.expired)),
-            (STALE, "", float(self.stale)),
+            (EXPIRED, NO_LABELS, float(self.expired)),
+            (STALE, NO_LABELS, float(self.stale)),
         )
 
     def watched(self) -> Mapping[str, str]:
@@ -232,12 +236,28 @@ def parse_settings(body: bytes, *, now: float, stale_after: float) -> SettingsRe
 
 # --------------------------------------------------------------------------- jobs
 
-#: Every target's token source, by target name: its failure counter outlives any poll.
-TOKENS: Final = TokenRegistry()
+
+class TokenState:
+    """A target's OAuth2 token source (its cached token and its failure counter), owned
+    by the daemon: it outlives polls and reloads, and goes with the target."""
+
+    __slots__ = ("tokens",)
+
+    def __init__(self, target: AlvariaContextCookiesTarget) -> None:
+        self.tokens = TokenSource(target.oauth2)
+
+    def reconfigure(self, target: AlvariaContextCookiesTarget) -> None:
+        self.tokens.reconfigure(target.oauth2)
+
+    def samples(self) -> Iterator[Sample]:
+        """``ccwatch_alvaria_token_failures_total``."""
+        yield TOKEN_FAILURES, NO_LABELS, float(self.tokens.failures)
 
 
-def _client(target: AlvariaContextCookiesTarget, client: TargetClient) -> TargetClient:
-    return TOKENS.client(target.name, target.oauth2, client)
+def _client(
+    target: AlvariaContextCookiesTarget, client: TargetClient, state: TokenState
+) -> TargetClient:
+    return OAuth2Client(client, state.tokens)
 
 
 def _api_key(target: AlvariaContextCookiesTarget) -> dict[str, str]:
@@ -254,19 +274,15 @@ async def _poll(
     return parse_collection(response.body, collection)
 
 
-def jobs(target: AlvariaContextCookiesTarget, client: TargetClient) -> list[JobSpec]:
+def jobs(
+    target: AlvariaContextCookiesTarget, client: TargetClient, state: TokenState
+) -> list[JobSpec]:
     org = quote(target.org_id, safe="")
     out = []
     for collection in target.collections:
         url = URL(client.url(PATH.format(org_id=org, collection=collection)), encoded=True)
         out.append(JobSpec(collection, {}, partial(_poll, client, target, url, collection)))
     return out
-
-
-def scrape_samples() -> Iterator[tuple[str, str, float]]:
-    """``ccwatch_alvaria_token_failures_total`` of every configured target."""
-    for target, failures in TOKENS.failures():
-        yield TOKEN_FAILURES, label_text([("target", target)]), float(failures)
 
 
 def _help(what: str, collection: str = "settings") -> str:
@@ -308,5 +324,5 @@ SOURCE: Final = Source(
     jobs=jobs,
     headers={"Accept": "application/json"},
     client_factory=_client,
-    scrape_samples=scrape_samples,
+    state=TokenState,
 )

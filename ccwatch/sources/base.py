@@ -8,9 +8,15 @@ A source module (``ccwatch/sources/<vendor>.py``) provides:
 - pure parsers: response bytes in, a typed reading out, no I/O;
 - a ``jobs`` function that turns one configured target into poll jobs, each an
   ``endpoint`` name, its subject labels and a coroutine function that makes the
-  requests through the shared :class:`~ccwatch.http.TargetClient` and parses them.
+  requests through the shared :class:`~ccwatch.http.TargetClient` and parses them;
+- optionally, a ``state`` factory: state that outlives a poll (a probe verdict, a token
+  cache and its failure counter) lives in one object per target, made and owned by the
+  daemon, handed to ``jobs`` and ``client_factory``, read at scrape time through its
+  ``samples()`` and dropped when the target is removed.
 
-A source never sleeps, retries or catches time-outs: the scheduler owns time and failure.
+Readings and states yield samples as data; the core checks them against the families'
+declared labels and renders the text. A source never sleeps, retries or catches
+time-outs: the scheduler owns time and failure.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from typing import Any, Protocol
 
 from ccwatch.config import TargetConfig
 from ccwatch.exposition import Family as Family  # re-exported for source modules
-from ccwatch.exposition import escape_label_value as escape_label_value  # re-exported
 from ccwatch.http import TargetClient
 
-#: One sample of a reading: (family name, extra label text, value). The extra label text
-#: is ``""`` or starts with a comma, e.g. ``',state="accepting"'``; the core prepends the
-#: job's own labels (``target`` and the source's subject labels).
-Sample = tuple[str, str, float]
+#: One sample as data: (family name, label values, value). The values are those of the
+#: family's labels that follow the ones the core fills in: after ``target`` and the
+#: source's subject labels for a reading, after ``target`` for a state. For example
+#: ``("ccwatch_ece_eligibility", ("accepting",), 1.0)``.
+Sample = tuple[str, tuple[str, ...], float]
+NO_LABELS: tuple[str, ...] = ()
 
 
 class Reading(Protocol):
@@ -39,6 +46,18 @@ class Reading(Protocol):
 
     def watched(self) -> Mapping[str, str]:
         """Watched state: a change between two polls is logged (``state_changed``)."""
+        ...
+
+
+class SourceState(Protocol):
+    """A target's state that outlives its polls, owned by the daemon."""
+
+    def samples(self) -> Iterable[Sample]:
+        """Scrape-time samples; their label values follow ``target``."""
+        ...
+
+    def reconfigure(self, target: Any) -> None:
+        """The target's config changed on reload (same name, same source)."""
         ...
 
 
@@ -60,14 +79,15 @@ class Source:
     #: Labels that identify what a job polls (``entry_point``, ``customer_id``, ...).
     subject_labels: tuple[str, ...]
     families: tuple[Family, ...]
-    jobs: Callable[[Any, TargetClient], list[JobSpec]]
+    #: (target config, its client, its state or None) -> the target's poll jobs
+    jobs: Callable[[Any, TargetClient, Any], list[JobSpec]]
     #: Extra headers every request of this source carries.
     headers: Mapping[str, str] = field(default_factory=dict)
-    #: Makes the per-target client (e.g. to add OAuth2); ``None`` uses the shared one.
-    client_factory: Callable[[Any, TargetClient], TargetClient] | None = None
-    #: Samples that outlive any one poll (e.g. a per-target counter of token failures),
-    #: read at scrape time: (family, complete label text, value).
-    scrape_samples: Callable[[], Iterable[tuple[str, str, float]]] | None = None
+    #: Makes the per-target client (e.g. to add OAuth2) from the shared one and the
+    #: target's state; ``None`` uses the shared one.
+    client_factory: Callable[[Any, TargetClient, Any], TargetClient] | None = None
+    #: Makes a target's :class:`SourceState`; ``None``: the source keeps none.
+    state: Callable[[Any], SourceState] | None = None
 
 
 class StateSet:
@@ -84,8 +104,7 @@ class StateSet:
 
     def _build(self, current: str | None) -> Iterable[Sample]:
         for state in self.states:
-            extra = f',{self.label}="{escape_label_value(state)}"'
-            yield (self.family, extra, 1.0 if state == current else 0.0)
+            yield (self.family, (state,), 1.0 if state == current else 0.0)
 
     def samples(self, current: str | None) -> tuple[Sample, ...]:
         """The samples with ``current`` set; a state outside the set is added with value 1."""
@@ -93,5 +112,4 @@ class StateSet:
         if cached is not None:
             return cached
         assert current is not None
-        extra = f',{self.label}="{escape_label_value(current)}"'
-        return (*self._samples[None], (self.family, extra, 1.0))
+        return (*self._samples[None], (self.family, (current,), 1.0))

@@ -39,7 +39,6 @@ from ccwatch.sources.base import (
     Sample,
     Source,
     StateSet,
-    escape_label_value,
 )
 from ccwatch.xml import expect_root, local_name, parse_xml
 
@@ -95,8 +94,7 @@ class Registration:
         states = _STATE_SET.samples(self.state)
         if not self.registered:
             return states
-        url = escape_label_value(self.management_url or "")
-        info: Sample = (INFO, f',management_url="{url}"', 1.0)
+        info: Sample = (INFO, (self.management_url or "",), 1.0)
         return (*states, info)
 
     def watched(self) -> Mapping[str, str]:
@@ -140,7 +138,7 @@ async def _poll(client: TargetClient, url: URL) -> Reading:
     return parse_registration(response.body)
 
 
-def jobs(target: ContextServiceTarget, client: TargetClient) -> list[JobSpec]:
+def jobs(target: ContextServiceTarget, client: TargetClient, state: None = None) -> list[JobSpec]:
     url = URL(client.url(PATH))
     return [JobSpec(ENDPOINT, {}, partial(_poll, client, url))]
 

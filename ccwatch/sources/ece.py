@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from pydantic import Field, field_validator
@@ -28,7 +29,7 @@ from yarl import URL
 from ccwatch.config import TargetConfig
 from ccwatch.errors import ParseFailure
 from ccwatch.http import TargetClient
-from ccwatch.sources.base import Family, JobSpec, Reading, Sample, Source, StateSet
+from ccwatch.sources.base import NO_LABELS, Family, JobSpec, Reading, Sample, Source, StateSet
 from ccwatch.xml import (
     attribute,
     child_text,
@@ -99,7 +100,7 @@ ELIGIBILITY = "ccwatch_ece_eligibility"
 CHAT_ALLOWED = "ccwatch_ece_chat_allowed"
 CHAT_BLOCKED = "ccwatch_ece_chat_blocked"
 
-_NOTHING: Mapping[str, str] = {}
+_NOTHING: Final[Mapping[str, str]] = MappingProxyType({})
 _ELIGIBILITY_SET = StateSet(ELIGIBILITY, "state", ELIGIBILITY_STATES)
 _BLOCKED_SET = StateSet(CHAT_BLOCKED, "reason", BLOCKED_REASONS)
 
@@ -109,7 +110,7 @@ class AgentAvailability:
     available: bool
 
     def samples(self) -> Iterable[Sample]:
-        return ((AGENT_AVAILABLE, "", 1.0 if self.available else 0.0),)
+        return ((AGENT_AVAILABLE, NO_LABELS, 1.0 if self.available else 0.0),)
 
     def watched(self) -> Mapping[str, str]:
         return _NOTHING
@@ -120,7 +121,7 @@ class Capacity:
     available_slots: int
 
     def samples(self) -> Iterable[Sample]:
-        return ((AVAILABLE_SLOTS, "", float(self.available_slots)),)
+        return ((AVAILABLE_SLOTS, NO_LABELS, float(self.available_slots)),)
 
     def watched(self) -> Mapping[str, str]:
         return _NOTHING
@@ -133,8 +134,8 @@ class SessionStatus:
 
     def samples(self) -> Iterable[Sample]:
         return (
-            (QUEUE_DEPTH, "", float(self.queue_depth)),
-            (WAIT_TIME, "", self.wait_time_seconds),
+            (QUEUE_DEPTH, NO_LABELS, float(self.queue_depth)),
+            (WAIT_TIME, NO_LABELS, self.wait_time_seconds),
         )
 
     def watched(self) -> Mapping[str, str]:
@@ -159,7 +160,7 @@ class ChatAllowed:
     raw_reason: str | None = None  # as the server wrote it
 
     def samples(self) -> Iterable[Sample]:
-        allowed: Sample = (CHAT_ALLOWED, "", 1.0 if self.allowed else 0.0)
+        allowed: Sample = (CHAT_ALLOWED, NO_LABELS, 1.0 if self.allowed else 0.0)
         return (allowed, *_BLOCKED_SET.samples(self.reason))
 
     def watched(self) -> Mapping[str, str]:
@@ -219,13 +220,15 @@ def parse_chat_allowed(body: bytes) -> ChatAllowed:
     return ChatAllowed(False, reason, raw)
 
 
-PARSERS: Final[dict[str, Callable[[bytes], Reading]]] = {
-    "agentAvailability": parse_agent_availability,
-    "capacity": parse_capacity,
-    "liveSessionStatus": parse_live_session_status,
-    "checkEligibility": parse_check_eligibility,
-    "chatAllowed": parse_chat_allowed,
-}
+PARSERS: Final[Mapping[str, Callable[[bytes], Reading]]] = MappingProxyType(
+    {
+        "agentAvailability": parse_agent_availability,
+        "capacity": parse_capacity,
+        "liveSessionStatus": parse_live_session_status,
+        "checkEligibility": parse_check_eligibility,
+        "chatAllowed": parse_chat_allowed,
+    }
+)
 
 # --------------------------------------------------------------------------- jobs
 
@@ -256,9 +259,9 @@ class _Poll:
         return _poll(self.client, url, self.endpoint)
 
 
-def jobs(target: EceTarget, client: TargetClient) -> list[JobSpec]:
+def jobs(target: EceTarget, client: TargetClient, state: None = None) -> list[JobSpec]:
     out = []
-    base = str(URL(client.url("")))
+    base = client.url("")
     for entry_point in target.entry_points:
         subject = {"entry_point": str(entry_point)}
         for endpoint in target.endpoints:

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote
 
@@ -40,7 +41,7 @@ from ccwatch.config import Duration, TargetConfig
 from ccwatch.errors import ParseFailure
 from ccwatch.http import TargetClient
 from ccwatch.numbers import check_json_int
-from ccwatch.sources.base import Family, JobSpec, Reading, Sample, Source, escape_label_value
+from ccwatch.sources.base import NO_LABELS, Family, JobSpec, Reading, Sample, Source
 
 NAME: Final = "genesys_services"
 ACTIVE: Final = "active"
@@ -101,7 +102,7 @@ COMPLETED_SERVICES = "ccwatch_genesys_completed_services"
 OLDEST_AGE = "ccwatch_genesys_oldest_active_service_age_seconds"
 ACTIVE_BY_TYPE = "ccwatch_genesys_active_services_by_type"
 
-_NOTHING: Mapping[str, str] = {}
+_NOTHING: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +117,11 @@ class ActiveServices:
 
     def samples(self) -> Iterable[Sample]:
         out: list[Sample] = [
-            (ACTIVE_SERVICES, "", float(self.count)),
-            (OLDEST_AGE, "", self.oldest_age_seconds),
+            (ACTIVE_SERVICES, NO_LABELS, float(self.count)),
+            (OLDEST_AGE, NO_LABELS, self.oldest_age_seconds),
         ]
         if self.by_type is not None:
-            out.extend(
-                (ACTIVE_BY_TYPE, f',service_type="{escape_label_value(kind)}"', float(n))
-                for kind, n in self.by_type
-            )
+            out.extend((ACTIVE_BY_TYPE, (kind,), float(n)) for kind, n in self.by_type)
         return out
 
     def watched(self) -> Mapping[str, str]:
@@ -137,7 +135,7 @@ class CompletedServices:
     count: int
 
     def samples(self) -> Iterable[Sample]:
-        return ((COMPLETED_SERVICES, "", float(self.count)),)
+        return ((COMPLETED_SERVICES, NO_LABELS, float(self.count)),)
 
     def watched(self) -> Mapping[str, str]:
         return _NOTHING
@@ -293,7 +291,7 @@ async def _poll_completed(client: TargetClient, url: URL, window: float) -> Read
     return parse_completed(response.body, since)
 
 
-def jobs(target: GenesysServicesTarget, client: TargetClient) -> list[JobSpec]:
+def jobs(target: GenesysServicesTarget, client: TargetClient, state: None = None) -> list[JobSpec]:
     types = tuple(target.service_types) if target.service_types is not None else None
     subjects = [("customer_id", CUSTOMER_PATH, c) for c in target.customer_ids] + [
         ("contact_key", ANONYMOUS_PATH, k) for k in target.contact_keys

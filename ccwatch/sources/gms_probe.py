@@ -20,7 +20,8 @@ fails with reason ``http_status`` and a detail naming the service.
 stays exported when a poll fails: 1 when the service was created, its status (if
 requested) was read and is one of ``expected_statuses`` (if given); 0 when the probe
 failed for any reason, including a failed poll (time-out, HTTP error, unreadable answer).
-It is kept per target and exported through the source's ``scrape_samples`` hook. The
+It is kept in the target's :class:`ProbeState`, owned by the daemon, and read at scrape
+time; a verdict older than twice the interval reads 0 (the freshness rule). The
 step durations and the status state set come from the last successful poll and vanish
 when a poll fails, like every other vendor series.
 """
@@ -28,10 +29,8 @@ when a poll fails, like every other vendor series.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -43,7 +42,6 @@ import orjson
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from ccwatch.collector import label_text
 from ccwatch.config import TargetConfig
 from ccwatch.errors import ParseFailure, StatusFailure
 from ccwatch.http import TargetClient
@@ -113,36 +111,39 @@ SERVICE_STATUS = "ccwatch_gms_service_status"
 
 
 class ProbeState:
-    """The last probe verdict of one (target, service): outlives failed polls."""
+    """The last probe verdict of one target: outlives failed polls and reloads."""
 
-    __slots__ = ("__weakref__", "at", "max_age", "success")
+    __slots__ = ("at", "max_age", "service", "success")
 
-    def __init__(self) -> None:
+    def __init__(self, target: GmsProbeTarget) -> None:
         self.success: bool | None = None  # None until the first probe ends
-        #: monotonic time of the verdict, and how old it may get before it reads 0
+        #: monotonic time of the verdict
         self.at = 0.0
-        self.max_age = math.inf
+        self.service = target.gms_service
+        self.max_age = _max_age(target)
 
+    def reconfigure(self, target: GmsProbeTarget) -> None:
+        if target.gms_service != self.service:  # another service: its own verdict
+            self.success = None
+            self.service = target.gms_service
+        self.max_age = _max_age(target)
 
-#: (target, gms_service) -> its probe state, while a job uses it (reloads keep it).
-_STATES: weakref.WeakValueDictionary[tuple[str, str], ProbeState] = weakref.WeakValueDictionary()
-
-
-def probe_state(target: str, service: str) -> ProbeState:
-    state = _STATES.get((target, service))
-    if state is None:
-        state = _STATES[target, service] = ProbeState()
-    return state
-
-
-def scrape_samples() -> Iterator[tuple[str, str, float]]:
-    """``ccwatch_gms_probe_success`` of every probe that has run."""
-    for (target, service), state in sorted(_STATES.items()):
-        if state.success is not None:
-            labels = label_text([("target", target), ("gms_service", service)])
+    def samples(self) -> Iterator[Sample]:
+        """``ccwatch_gms_probe_success`` once a probe has ended."""
+        if self.success is not None:
             # the freshness rule: a verdict older than twice the interval is no success
-            fresh = time.monotonic() - state.at <= state.max_age
-            yield PROBE_SUCCESS, labels, 1.0 if state.success and fresh else 0.0
+            fresh = time.monotonic() - self.at <= self.max_age
+            yield PROBE_SUCCESS, (self.service,), 1.0 if self.success and fresh else 0.0
+
+
+def _max_age(target: GmsProbeTarget) -> float:
+    # gms_probe's interval is the target's own or the source default (5m), never
+    # defaults.interval
+    return 2 * (target.interval or GmsProbeTarget.default_interval or 300.0)
+
+
+_CREATE: Final = ("create",)
+_STATUS: Final = ("status",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +161,9 @@ class ProbeReading:
         return not self.expected or self.status in self.expected
 
     def samples(self) -> Iterable[Sample]:
-        out: list[Sample] = [(STEP_DURATION, ',step="create"', self.create_seconds)]
+        out: list[Sample] = [(STEP_DURATION, _CREATE, self.create_seconds)]
         if self.status_seconds is not None:
-            out.append((STEP_DURATION, ',step="status"', self.status_seconds))
+            out.append((STEP_DURATION, _STATUS, self.status_seconds))
         if self.status is not None:
             out.extend(self.statuses.samples(self.status))
         return out
@@ -295,7 +296,7 @@ async def _steps(probe: _Probe) -> ProbeReading:
     return ProbeReading(create_seconds, status_seconds, status, probe.statuses, probe.expected)
 
 
-def jobs(target: GmsProbeTarget, client: TargetClient) -> list[JobSpec]:
+def jobs(target: GmsProbeTarget, client: TargetClient, state: ProbeState) -> list[JobSpec]:
     service = quote(target.gms_service, safe="")
     probe = _Probe(
         target=target,
@@ -303,11 +304,8 @@ def jobs(target: GmsProbeTarget, client: TargetClient) -> list[JobSpec]:
         create_url=URL(client.url(CREATE_PATH.format(service=service)), encoded=True),
         statuses=StateSet(SERVICE_STATUS, "status", target.expected_statuses),
         expected=frozenset(target.expected_statuses),
-        state=probe_state(target.name, target.gms_service),
+        state=state,
     )
-    # gms_probe's interval is the target's own or the source default (5m), never
-    # defaults.interval
-    probe.state.max_age = 2 * (target.interval or GmsProbeTarget.default_interval or 300.0)
     return [JobSpec(ENDPOINT, {"gms_service": target.gms_service}, partial(_run, probe))]
 
 
@@ -342,5 +340,5 @@ SOURCE: Final = Source(
     ),
     jobs=jobs,
     headers={"Accept": "application/json"},
-    scrape_samples=scrape_samples,
+    state=ProbeState,
 )

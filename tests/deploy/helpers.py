@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ccwatch.config import ConfigBase, parse_config
+from ccwatch.config import ConfigBase
+from ccwatch.sources import parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

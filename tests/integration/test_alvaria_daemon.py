@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import structlog
 
-from ccwatch.config import parse_config
 from ccwatch.simulator.alvaria import TOKEN_PATH
+from ccwatch.sources import parse_config
 from tests import harness
 from tests.harness import Scrape, Sim, daemon, simulator
 

@@ -1,25 +1,20 @@
-"""The daemon against the ECE simulator over real sockets: values, failures, recovery."""
+"""The daemon against the ECE simulator over real sockets: values, states, failures and
+recovery.
+
+The daemon's own machinery, tested with the ECE simulator too, is in tests/test_daemon.py
+(readiness, reloads, TLS) and tests/test_web.py (the HTTP endpoints).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import gzip
-import ssl
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import structlog
-import trustme
-from aiohttp import web
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as parse_openmetrics,
-)
 
 from tests import harness
-from tests.harness import Running, Scrape, Sim, daemon, ece_config, simulator
+from tests.harness import Scrape, Sim, daemon, ece_config, simulator
 
 STATE = {
     "agents_available": 3,
@@ -171,30 +166,6 @@ async def test_a_failing_poll_removes_its_series_and_counts_one_reason(
         )
 
 
-async def test_a_slow_job_does_not_delay_the_others(sim: Sim) -> None:
-    config = ece_config(sim, endpoints=["capacity"], entry_points=[1000, 1001, 1002])
-    async with daemon(config) as d:
-        await d.wait_for(lambda s: len(s.series("ccwatch_ece_available_slots")) == 3)
-        await sim.fault("/entrypoint/capacity/1000", "slow", delay=30.0)
-        await d.wait_for(
-            lambda s: s.value("ccwatch_poll_success", entry_point="1000") == 0.0, what="timeout"
-        )
-        seen: set[float] = set()
-
-        def others_progress(s: Scrape) -> bool:
-            stamp = s.value("ccwatch_poll_last_success_timestamp_seconds", entry_point="1001")
-            assert s.value("ccwatch_poll_success", entry_point="1000") == 0.0
-            if stamp is not None:
-                seen.add(stamp)
-            return len(seen) >= 4
-
-        s = await d.wait_for(others_progress, what="1001 polled repeatedly while 1000 hangs")
-        assert s.value("ccwatch_poll_success", entry_point="1002") == 1.0
-        assert (
-            s.value("ccwatch_poll_errors_total", entry_point="1000", reason="timeout") or 0
-        ) >= 1
-
-
 async def test_unreachable_target_is_a_connect_failure(unused_tcp_port: int) -> None:
     config = {
         "defaults": {"interval": "500ms", "timeout": "400ms"},
@@ -228,181 +199,6 @@ async def test_unknown_entry_point(sim: Sim) -> None:
         )
         assert s.value("ccwatch_ece_chat_allowed", entry_point="4242") == 0.0
         assert s.value("ccwatch_ece_available_slots", entry_point="4242") is None
-
-
-async def test_readiness_waits_for_every_first_attempt(sim: Sim) -> None:
-    await sim.fault("/entrypoint/", "slow", delay=30.0)
-    config = ece_config(sim)
-    config["defaults"] = {"interval": "3s", "timeout": "2s"}
-    async with daemon(config) as d:
-        status, text = await d.get("/-/ready")
-        assert status == 503
-        assert "not ready" in text
-        await sim.clear_faults()
-        await d.wait_for(lambda s: len(s.series("ccwatch_poll_success")) == 10, within=20)
-        status, _ = await d.get("/-/ready")
-        assert status == 200
-        status, text = await d.get("/-/healthy")
-        assert status == 200
-        status, text = await d.get("/")
-        assert status == 200
-        assert 'href="metrics"' in text
-
-
-async def test_openmetrics_and_gzip(sim: Sim) -> None:
-    async with daemon(ece_config(sim)) as d:
-        await d.wait_for(all_succeeded)
-        await sim.fault("/entrypoint/capacity/1001", "status", status=500)
-        await d.wait_for(lambda s: s.value("ccwatch_poll_errors_total", entry_point="1001") == 1)
-        headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
-        async with d.session.get(f"{d.url}/metrics", headers=headers) as resp:
-            assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
-            text = await resp.text()
-        assert text.endswith("# EOF\n")
-        families = {f.name: f for f in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
-        assert families["ccwatch_poll_errors"].type == "counter"
-        assert families["ccwatch_ece_available_slots"].type == "gauge"
-        async with d.session.get(
-            f"{d.url}/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
-        ) as resp:
-            assert resp.headers["Content-Encoding"] == "gzip"
-            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            body = gzip.decompress(await resp.read()).decode()
-        assert "ccwatch_ece_available_slots{" in body
-        assert "# EOF" not in body
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-async def tls_server(ca: trustme.CA, fixtures: Path) -> AsyncIterator[str]:
-    body = (fixtures / "ece" / "capacity.xml").read_bytes()
-
-    async def capacity(_: web.Request) -> web.Response:
-        return web.Response(body=body, content_type="application/xml")
-
-    app = web.Application()
-    app.router.add_get("/system/egain/chat/entrypoint/capacity/{id}", capacity)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    yield f"https://127.0.0.1:{port}/system"
-    await runner.cleanup()
-
-
-async def test_tls(tls_server: str, ca: trustme.CA, tmp_path: Path) -> None:
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    base = {"source": "ece", "url": tls_server, "entry_points": [7], "endpoints": ["capacity"]}
-    config = {
-        "defaults": {"interval": "500ms", "timeout": "400ms"},
-        "targets": [
-            {"name": "untrusted", **base},
-            {"name": "trusted", **base, "tls_config": {"ca_file": str(ca_file)}},
-            {"name": "skip", **base, "tls_config": {"insecure_skip_verify": True}},
-        ],
-    }
-    async with daemon(config) as d:
-        s = await d.wait_for(
-            lambda s: (
-                s.value("ccwatch_poll_errors_total", target="untrusted", reason="tls") == 1
-                and s.value("ccwatch_poll_success", target="trusted") == 1.0
-                and s.value("ccwatch_poll_success", target="skip") == 1.0
-            )
-        )
-        assert s.value("ccwatch_ece_available_slots", target="trusted") == 4.0
-        assert s.value("ccwatch_ece_available_slots", target="untrusted") is None
-
-
-async def test_rate_limited_target_is_held_back(sim: Sim) -> None:
-    config = ece_config(sim, endpoints=["capacity", "chatAllowed"], entry_points=[1000])
-    async with daemon(config) as d:
-        await d.wait_for(lambda s: len(s.series("ccwatch_ece_available_slots")) == 1)
-        await sim.fault(
-            "/entrypoint/capacity/", "status", status=429, count=1, headers={"Retry-After": "120"}
-        )
-        s = await d.wait_for(
-            lambda s: s.value("ccwatch_poll_errors_total", reason="rate_limited") == 1
-        )
-        assert "ece" in d.daemon.scheduler.holds
-        stamp = s.value("ccwatch_poll_last_success_timestamp_seconds", endpoint="chatAllowed")
-        await asyncio.sleep(1.5)  # three intervals: without the hold chatAllowed would poll
-        s = await d.scrape()
-        assert (
-            s.value("ccwatch_poll_last_success_timestamp_seconds", endpoint="chatAllowed") == stamp
-        )
-
-
-async def test_reload_keeps_unchanged_jobs(sim: Sim, tmp_path: Path) -> None:
-    import yaml
-
-    from ccwatch.config import load_config
-    from ccwatch.daemon import Daemon
-
-    path = tmp_path / "ccwatch.yml"
-    config = ece_config(sim, endpoints=["capacity"])
-    config["web"] = {"listen_address": "127.0.0.1:0"}
-    path.write_text(yaml.safe_dump(config))
-    instance = Daemon(load_config(path), config_path=path)
-    await instance.start()
-    try:
-        host, port = instance.bound[0]
-        async with aiohttp.ClientSession() as session:
-            d = Running(instance, f"http://{host}:{port}", session)
-            await sim.fault("/entrypoint/capacity/1001", "status", status=500, count=1)
-            await d.wait_for(
-                lambda s: s.value("ccwatch_poll_errors_total", entry_point="1001") == 1
-            )
-            config["targets"][0]["entry_points"] = [1001, 1002]
-            path.write_text(yaml.safe_dump(config))
-            async with session.post(f"{d.url}/-/reload") as resp:
-                assert resp.status == 200
-            s = await d.wait_for(
-                lambda s: s.value("ccwatch_ece_available_slots", entry_point="1002") is not None
-            )
-            # 1000 is gone, 1001 kept its counter
-            assert s.value("ccwatch_poll_success", entry_point="1000") is None
-            assert s.value("ccwatch_poll_errors_total", entry_point="1001") == 1.0
-            assert s.value("ccwatch_config_last_reload_successful") == 1.0
-            path.write_text("targets: []\n")
-            async with session.post(f"{d.url}/-/reload") as resp:
-                assert resp.status == 500
-                assert "targets" in await resp.text()
-            s = await d.scrape()
-            assert s.value("ccwatch_config_last_reload_successful") == 0.0
-            assert s.value("ccwatch_jobs", source="ece") == 2.0
-    finally:
-        await instance.stop()
-
-
-async def test_recent_transitions_at_logs(sim: Sim) -> None:
-    import json
-
-    config = ece_config(sim, endpoints=["chatAllowed"])
-    async with daemon(config) as d:
-        await d.wait_for(lambda s: len(s.series("ccwatch_ece_chat_allowed")) == 2)
-        await sim.fault("/entrypoint/chatAllowed/1001", "status", status=500)
-        await d.wait_for(lambda s: s.value("ccwatch_poll_success", entry_point="1001") == 0.0)
-        await sim.clear_faults()
-        await d.wait_for(lambda s: s.value("ccwatch_poll_success", entry_point="1001") == 1.0)
-        status, text = await d.get("/logs")
-        assert status == 200
-        events = [json.loads(line) for line in text.splitlines()]
-        names = [(e["event"], e["entry_point"]) for e in events]
-        assert names == [("poll_failing", "1001"), ("poll_recovered", "1001")]
-        assert events[0]["reason"] == "http_status"
-        assert events[0]["target"] == "ece"
-        assert events[0]["timestamp"] <= events[1]["timestamp"]
-        status, text = await d.get("/logs?target=other")
-        assert status == 200
-        assert text == ""
 
 
 NUMBER_VALUES = {"400-digits": "9" * 400, "arabic-indic-four": "٤"}

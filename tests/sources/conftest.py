@@ -19,6 +19,7 @@ from multidict import CIMultiDictProxy
 from ccwatch.config import ConfigBase, TargetConfig
 from ccwatch.http import HttpClient, TargetClient
 from ccwatch.sources import SOURCES
+from ccwatch.sources.base import SourceState
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,11 @@ class Server:
         """Answer every request (once the queue is empty) with ``answer``."""
         self.default = answer
 
-    def client(self, target: TargetConfig, config: ConfigBase) -> TargetClient:
-        """The target's client, made as the daemon makes it."""
+    def client(
+        self, target: TargetConfig, config: ConfigBase, state: SourceState | None = None
+    ) -> TargetClient:
+        """The target's client, made as the daemon makes it (with the target's ``state``,
+        for a source that keeps one: see :func:`state_of`)."""
         source = SOURCES[target.source]
         client = self.http.for_target(
             target,
@@ -86,7 +90,7 @@ class Server:
             headers=source.headers,
         )
         if source.client_factory is not None:
-            client = source.client_factory(target, client)
+            client = source.client_factory(target, client, state)
         return client
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -122,6 +126,12 @@ class Server:
         return web.Response(
             status=answer.status, body=answer.body, headers={"Content-Type": answer.content_type}
         )
+
+
+def state_of(target: TargetConfig) -> SourceState | None:
+    """A new state for ``target``, as the daemon makes one, if its source keeps state."""
+    source = SOURCES[target.source]
+    return source.state(target) if source.state is not None else None
 
 
 @pytest.fixture

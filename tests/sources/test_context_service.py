@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from ccwatch.config import parse_config
 from ccwatch.errors import ConfigError, ParseFailure
-from ccwatch.sources import SOURCES, context_service
+from ccwatch.sources import SOURCES, context_service, parse_config
+from ccwatch.sources.base import Sample
 from ccwatch.sources.context_service import INFO, REGISTRATION, Registration, parse_registration
 from tests.sources.conftest import Answer, Server
 
@@ -37,9 +37,9 @@ def test_the_spec_sample_verbatim(fixtures: Path) -> None:
     assert reading == Registration("registered", "(url)")
     assert reading.registered
     assert list(reading.samples()) == [
-        (REGISTRATION, ',state="registered"', 1.0),
-        (REGISTRATION, ',state="notRegistered"', 0.0),
-        (INFO, ',management_url="(url)"', 1.0),
+        (REGISTRATION, ("registered",), 1.0),
+        (REGISTRATION, ("notRegistered",), 0.0),
+        (INFO, ("(url)",), 1.0),
     ]
     assert reading.watched() == {"state": "registered", "management_url": "(url)"}
 
@@ -48,8 +48,8 @@ def test_not_registered_has_no_info() -> None:
     reading = parse_registration(body("notRegistered"))
     assert reading == Registration("notRegistered", None)
     assert list(reading.samples()) == [
-        (REGISTRATION, ',state="registered"', 0.0),
-        (REGISTRATION, ',state="notRegistered"', 1.0),
+        (REGISTRATION, ("registered",), 0.0),
+        (REGISTRATION, ("notRegistered",), 1.0),
     ]
     assert reading.watched() == {"state": "notRegistered", "management_url": ""}
 
@@ -63,21 +63,22 @@ def test_a_management_url_is_ignored_unless_registered() -> None:
 def test_another_state_is_exported_with_value_1() -> None:
     reading = parse_registration(body("registrationPending"))
     assert list(reading.samples()) == [
-        (REGISTRATION, ',state="registered"', 0.0),
-        (REGISTRATION, ',state="notRegistered"', 0.0),
-        (REGISTRATION, ',state="registrationPending"', 1.0),
+        (REGISTRATION, ("registered",), 0.0),
+        (REGISTRATION, ("notRegistered",), 0.0),
+        (REGISTRATION, ("registrationPending",), 1.0),
     ]
 
 
 def test_registered_without_management_url_still_has_info() -> None:
     reading = parse_registration(body("registered"))
-    assert (INFO, ',management_url=""', 1.0) in list(reading.samples())
+    assert (INFO, ("",), 1.0) in list(reading.samples())
 
 
-def test_label_values_are_escaped() -> None:
+def test_label_values_are_data_as_the_server_wrote_them() -> None:
+    # escaping is the renderer's job: the sample carries the value itself
     reading = parse_registration(body("registered", 'https://x.example.com/?a="b"&amp;c=\\'))
     info = [s for s in reading.samples() if s[0] == INFO]
-    assert info == [(INFO, ',management_url="https://x.example.com/?a=\\"b\\"&c=\\\\"', 1.0)]
+    assert info == [(INFO, ('https://x.example.com/?a="b"&c=\\',), 1.0)]
 
 
 def test_elements_are_read_by_local_name_and_whitespace_is_stripped() -> None:
@@ -92,6 +93,79 @@ def test_elements_are_read_by_local_name_and_whitespace_is_stripped() -> None:
 
 
 @pytest.mark.parametrize(
+    ("reading", "samples", "watched"),
+    [
+        (
+            Registration("registered", "https://cs.example.com/o"),
+            [
+                (REGISTRATION, ("registered",), 1.0),
+                (REGISTRATION, ("notRegistered",), 0.0),
+                (INFO, ("https://cs.example.com/o",), 1.0),
+            ],
+            {"state": "registered", "management_url": "https://cs.example.com/o"},
+        ),
+        (
+            Registration("registered"),
+            [
+                (REGISTRATION, ("registered",), 1.0),
+                (REGISTRATION, ("notRegistered",), 0.0),
+                (INFO, ("",), 1.0),
+            ],
+            {"state": "registered", "management_url": ""},
+        ),
+        (
+            Registration("notRegistered"),
+            [(REGISTRATION, ("registered",), 0.0), (REGISTRATION, ("notRegistered",), 1.0)],
+            {"state": "notRegistered", "management_url": ""},
+        ),
+        (
+            Registration("unknown"),
+            [
+                (REGISTRATION, ("registered",), 0.0),
+                (REGISTRATION, ("notRegistered",), 0.0),
+                (REGISTRATION, ("unknown",), 1.0),
+            ],
+            {"state": "unknown", "management_url": ""},
+        ),
+    ],
+)
+def test_every_state_pins_its_samples(
+    reading: Registration, samples: list[Sample], watched: dict[str, str]
+) -> None:
+    assert list(reading.samples()) == samples
+    assert reading.watched() == watched
+    assert reading.registered is (reading.state == "registered")
+
+
+def test_registration_states_are_case_sensitive() -> None:
+    reading = parse_registration(body("Registered", "https://cs.example.com/o"))
+    assert reading == Registration("Registered", None)
+    assert not reading.registered
+
+
+def test_an_empty_management_url_element_gives_an_empty_info_label() -> None:
+    reading = parse_registration(
+        b"<contextServiceRegistration><state>registered</state><managementUrl/>"
+        b"<managementUrl>https://second.example.com</managementUrl></contextServiceRegistration>"
+    )
+    assert reading == Registration("registered", None)
+    assert (INFO, ("",), 1.0) in list(reading.samples())
+
+
+def test_a_long_management_url_is_cut() -> None:
+    url = "https://cs.example.com/" + "x" * 3000
+    reading = parse_registration(body("registered", url))
+    assert reading.management_url == url[:2048]
+    assert len(url[:2048]) == context_service.MAX_URL_LENGTH
+
+
+def test_a_state_of_64_characters_is_still_a_state() -> None:
+    state = "s" * context_service.MAX_STATE_LENGTH
+    assert context_service.MAX_STATE_LENGTH == 64
+    assert parse_registration(body(state)) == Registration(state)
+
+
+@pytest.mark.parametrize(
     ("raw", "message"),
     [
         (b"<contextServiceRegistration><state>registered</state>", "malformed XML"),
@@ -99,6 +173,12 @@ def test_elements_are_read_by_local_name_and_whitespace_is_stripped() -> None:
         (b"<html><body><h1>Service Unavailable</h1></body></html>", "expected root element"),
         (b"<contextServiceRegistration/>", "no <state>"),
         (b"<contextServiceRegistration><state> </state></contextServiceRegistration>", "empty"),
+        (b"<contextServiceRegistration><state/></contextServiceRegistration>", "empty"),
+        (
+            b"<contextServiceRegistration><state>not\tRegistered</state>"
+            b"</contextServiceRegistration>",
+            "not a registration state",
+        ),
         (
             b"<contextServiceRegistration><state>registered</state><state>notRegistered</state>"
             b"</contextServiceRegistration>",
@@ -195,7 +275,7 @@ async def test_one_get_job_without_subject(server: Server) -> None:
     assert source.subject_labels == ()
     cfg = parse_config({"targets": [target(url=server.url)]})
     server.always(Answer(body=body("registered", "https://cs.example.com/o"), content_type=XML))
-    specs = source.jobs(cfg.targets[0], server.client(cfg.targets[0], cfg))
+    specs = source.jobs(cfg.targets[0], server.client(cfg.targets[0], cfg), None)
     assert [(s.endpoint, dict(s.subject)) for s in specs] == [("contextserviceregistration", {})]
     reading = await specs[0].poll()
     assert reading == Registration("registered", "https://cs.example.com/o")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ccwatch.config import parse_config
 from ccwatch.errors import ConfigError, ParseFailure
-from ccwatch.sources import SOURCES, genesys_services
+from ccwatch.sources import SOURCES, genesys_services, parse_config
+from ccwatch.sources.base import Reading, Sample
 from ccwatch.sources.genesys_services import (
     ACTIVE_BY_TYPE,
     ACTIVE_SERVICES,
@@ -110,7 +112,7 @@ def test_the_sample_without_its_documentation_comments(fixtures: Path) -> None:
     reading = parse_active(raw, NOW)
     # "2009-05-07T12:05:20.157" has no zone: read as UTC, so exactly one hour before NOW
     assert reading == ActiveServices(count=1, oldest_age_seconds=3600.0, by_type=None)
-    assert list(reading.samples()) == [(ACTIVE_SERVICES, "", 1.0), (OLDEST_AGE, "", 3600.0)]
+    assert list(reading.samples()) == [(ACTIVE_SERVICES, (), 1.0), (OLDEST_AGE, (), 3600.0)]
     assert reading.watched() == {}
     # the sample has no service type
     typed = parse_active(raw, NOW, ["400"])
@@ -140,9 +142,9 @@ def test_oldest_age_and_count() -> None:
 def test_no_active_service_gives_count_and_age_0() -> None:
     reading = parse_active(b"[]", NOW, ["400"])
     assert list(reading.samples()) == [
-        (ACTIVE_SERVICES, "", 0.0),
-        (OLDEST_AGE, "", 0.0),
-        (ACTIVE_BY_TYPE, ',service_type="400"', 0.0),
+        (ACTIVE_SERVICES, (), 0.0),
+        (OLDEST_AGE, (), 0.0),
+        (ACTIVE_BY_TYPE, ("400",), 0.0),
     ]
 
 
@@ -170,10 +172,10 @@ def test_types_only_for_configured_ones() -> None:
     assert reading.by_type == (("400", 2), ("401", 1), ("billing", 1), ("402", 0))
     by_type = [(extra, v) for name, extra, v in reading.samples() if name == ACTIVE_BY_TYPE]
     assert by_type == [
-        (',service_type="400"', 2.0),
-        (',service_type="401"', 1.0),
-        (',service_type="billing"', 1.0),
-        (',service_type="402"', 0.0),
+        (("400",), 2.0),
+        (("401",), 1.0),
+        (("billing",), 1.0),
+        (("402",), 0.0),
     ]
     # not configured: not exported at all
     assert not [s for s in parse_active(raw, NOW).samples() if s[0] == ACTIVE_BY_TYPE]
@@ -235,7 +237,7 @@ def completed(service_id: int, timestamp: str | None) -> dict[str, Any]:
 def test_completed_counts_the_services() -> None:
     raw = services(completed(1, "2009-05-07T12:30:00"), completed(2, None))
     assert parse_completed(raw) == CompletedServices(2)
-    assert list(parse_completed(raw).samples()) == [(COMPLETED_SERVICES, "", 2.0)]
+    assert list(parse_completed(raw).samples()) == [(COMPLETED_SERVICES, (), 2.0)]
     assert parse_completed(b"[]").count == 0
 
 
@@ -382,9 +384,10 @@ def test_config_errors(extra: dict[str, Any], message: str) -> None:
 
 
 def jobs_for(server: Server, **extra: Any) -> list[Any]:
-    cfg = parse_config({"targets": [target(url=server.url, **extra)]})
+    extra.setdefault("url", server.url)
+    cfg = parse_config({"targets": [target(**extra)]})
     target_cfg = cfg.targets[0]
-    return SOURCES["genesys_services"].jobs(target_cfg, server.client(target_cfg, cfg))
+    return SOURCES["genesys_services"].jobs(target_cfg, server.client(target_cfg, cfg), None)
 
 
 async def test_jobs_watch_only_the_configured_subjects(
@@ -448,3 +451,172 @@ def test_families() -> None:
         assert family.type == "gauge"
         assert "(from ccwatch's last successful " in family.help
         assert not {"customer", "service", "type"} & set(family.labels)
+
+
+# --------------------------------------------------------------------------- every state
+
+
+@pytest.mark.parametrize(
+    ("reading", "samples"),
+    [
+        (ActiveServices(0, 0.0), [(ACTIVE_SERVICES, (), 0.0), (OLDEST_AGE, (), 0.0)]),
+        (ActiveServices(3, 7200.5), [(ACTIVE_SERVICES, (), 3.0), (OLDEST_AGE, (), 7200.5)]),
+        (ActiveServices(2, 60.0, ()), [(ACTIVE_SERVICES, (), 2.0), (OLDEST_AGE, (), 60.0)]),
+        (
+            ActiveServices(5, 1.5, (("400", 2), ("billing", 0))),
+            [
+                (ACTIVE_SERVICES, (), 5.0),
+                (OLDEST_AGE, (), 1.5),
+                (ACTIVE_BY_TYPE, ("400",), 2.0),
+                (ACTIVE_BY_TYPE, ("billing",), 0.0),
+            ],
+        ),
+        (CompletedServices(0), [(COMPLETED_SERVICES, (), 0.0)]),
+        (CompletedServices(12), [(COMPLETED_SERVICES, (), 12.0)]),
+    ],
+)
+def test_every_reading_pins_its_samples(reading: Reading, samples: list[Sample]) -> None:
+    assert list(reading.samples()) == samples
+    assert all(isinstance(value, float) for _, _, value in reading.samples())
+    assert reading.watched() == {}
+
+
+def test_a_naive_since_is_utc() -> None:
+    raw = services(completed(1, "2009-05-07T12:00:00Z"), completed(2, "2009-05-07T12:10:00"))
+    since = datetime(2009, 5, 7, 12, 5)  # naive: UTC
+    assert parse_completed(raw, since) == CompletedServices(1)
+    assert parse_completed(raw, since.replace(tzinfo=UTC)) == CompletedServices(1)
+    # without a window every listed service counts, whatever its completion time
+    assert parse_completed(raw) == CompletedServices(2)
+
+
+def test_a_service_type_in_the_start_event_wins_over_a_top_level_one() -> None:
+    raw = services(
+        {
+            "service_id": 1,
+            "service_type": "billing",
+            "started": {"timestamp": "2009-05-07T12:00:00", "service_type": 400},
+        },
+        {
+            "service_id": 2,
+            "service_type": "billing",
+            "started": {"timestamp": "2009-05-07T12:00:00"},
+        },
+    )
+    reading = parse_active(raw, NOW, ["400", "billing"])
+    assert reading.by_type == (("400", 1), ("billing", 1))
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"service_id": 1, "started": {"timestamp": "2009-05-07T12:00:00", "service_type": True}},
+         r"^\[1\]\.service_type: expected a number or a string$"),
+        ({"service_id": 1, "started": {"timestamp": "2009-05-07T12:00:00", "service_type": 1.5}},
+         r"^\[1\]\.service_type: expected a number or a string$"),
+        ({"service_id": 1, "started": {"timestamp": "2009-05-07T12:00:00", "service_type": 2**60}},
+         r"^\[1\]\.service_type: expected an integer of magnitude at most 2\*\*53"),
+        ({"service_id": 1, "started": None}, r"^\[1\]: service has no started event$"),
+        ({"service_id": 1, "started": []}, r"^\[1\]\.started: expected an object, got an array$"),
+        ({"service_id": 1, "started": {"timestamp": None}},
+         r"^\[1\]\.started\.timestamp: expected an ISO 8601 date/time, got null$"),
+        ({"service_id": None, "started": {}}, r"^\[1\]\.service_id: expected an id, got null$"),
+        ({"service_id": 1.5, "started": {}}, r"^\[1\]\.service_id: expected an id, got a number$"),
+    ],
+)  # fmt: skip
+def test_bad_services_are_named_by_their_index(item: dict[str, Any], message: str) -> None:
+    raw = services(started("2009-05-07T12:00:00", service_type="400"), item)
+    with pytest.raises(ParseFailure, match=message):
+        parse_active(raw, NOW, ["400"])
+
+
+def test_ids_may_be_numbers_or_strings() -> None:
+    raw = services(
+        {"service_id": "abc", "started": {"timestamp": "2009-05-07T12:05:20.157"}},
+        {"service_id": 2**60, "started": {"timestamp": "2009-05-07T12:05:20.157"}},
+    )
+    assert parse_active(raw, NOW) == ActiveServices(2, 3600.0)
+
+
+def test_a_completed_service_without_a_timestamp_counts() -> None:
+    raw = services({"service_id": 1, "completed": {}}, {"service_id": 2, "completed": None})
+    assert parse_completed(raw, NOW) == CompletedServices(2)
+
+
+@pytest.fixture
+def far_east(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's local time zone five and a half hours east of UTC."""
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("far_east")
+def test_the_local_time_zone_plays_no_part() -> None:
+    assert parse_timestamp("2009-05-07T12:05:20", "t") == datetime(
+        2009, 5, 7, 12, 5, 20, tzinfo=UTC
+    )
+    assert format_timestamp(datetime(2009, 5, 7, 12, 5, 20, tzinfo=UTC)) == (
+        "2009-05-07T12:05:20.000Z"
+    )
+    raw = services(started("2009-05-07T12:05:20.157"))
+    assert parse_active(raw, NOW.replace(tzinfo=None)).oldest_age_seconds == 3600.0
+
+
+@pytest.mark.usefixtures("far_east")
+async def test_polls_use_the_current_utc_time(server: Server) -> None:
+    start = datetime.now(UTC) - timedelta(seconds=10)
+    stamp = start.replace(tzinfo=None).isoformat()  # no zone: UTC
+    server.always(Answer(body=services(started(stamp))))
+    specs = jobs_for(server, customer_ids=["c"], contact_keys=[], completed_window="10m")
+    active = await specs[0].poll()
+    assert isinstance(active, ActiveServices)
+    assert 10.0 <= active.oldest_age_seconds < 120.0
+    await specs[1].poll()
+    sent = parse_timestamp(server.requests[1].query["completed_from"], "completed_from")
+    assert timedelta(minutes=10) <= datetime.now(UTC) - sent < timedelta(minutes=12)
+
+
+async def test_completed_polls_do_not_count_services_before_the_window(
+    monkeypatch: pytest.MonkeyPatch, server: Server
+) -> None:
+    # a server that ignores completed_from: the parser's guard drops the early ones
+    monkeypatch.setattr(genesys_services, "_utcnow", lambda: NOW)
+    server.always(
+        Answer(
+            body=services(
+                completed(1, "2009-05-07T12:55:00"),
+                completed(2, "2009-05-07T12:45:00"),  # before the 15 minutes window
+                completed(3, "2009-05-07T13:00:00"),
+            )
+        )
+    )
+    specs = jobs_for(server, contact_keys=[], completed_window="15m")
+    assert [s.endpoint for s in specs] == ["active", "completed"]
+    assert await specs[1].poll() == CompletedServices(2)
+    assert server.requests[0].query == {"completed_from": "2009-05-07T12:50:20.157Z"}
+
+
+async def test_dot_segments_are_encoded(server: Server) -> None:
+    server.always(Answer(body=b"[]"))
+    specs = jobs_for(server, customer_ids=["."], contact_keys=["..", "a.b"])
+    for spec in specs:
+        await spec.poll()
+    assert [r.raw_path for r in server.requests if r.raw_path.endswith("/completed")] == [
+        "/genesys/1/cs/customers/%2E/services/completed",
+        "/genesys/1/cs/services/anonymous/%2E%2E/completed",
+        "/genesys/1/cs/services/anonymous/a.b/completed",
+    ]
+
+
+async def test_the_base_url_path_is_sent_as_configured(server: Server) -> None:
+    server.always(Answer(body=b"[]"))
+    specs = jobs_for(server, url=server.url + "/gms%7Eproxy", contact_keys=[])
+    for spec in specs:
+        await spec.poll()
+    assert [r.raw_path for r in server.requests] == [
+        "/gms%7Eproxy/genesys/1/cs/customers/ABC1234/services/active",
+        "/gms%7Eproxy/genesys/1/cs/customers/ABC1234/services/completed",
+    ]

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from ccwatch.config import parse_config
 from ccwatch.errors import ConfigError, ParseFailure, StatusFailure
-from ccwatch.http import HttpClient
-from ccwatch.sources import SOURCES, gms_probe
-from tests.sources.conftest import Answer, Server
+from ccwatch.sources import SOURCES, gms_probe, parse_config
+from ccwatch.sources.base import Sample, StateSet
+from tests.sources.conftest import Answer, Server, state_of
+
+STEP = gms_probe.STEP_DURATION
+STATUS = gms_probe.SERVICE_STATUS
+EXPECTED = ("waiting-for-agent", "connected")
 
 
 def sample(fixtures: Path, name: str) -> bytes:
@@ -35,7 +37,10 @@ def target_data(**overrides: Any) -> dict[str, Any]:
 
 
 def config_of(**overrides: Any) -> gms_probe.GmsProbeTarget:
-    result = parse_config({"targets": [target_data(**overrides)]}).targets[0]
+    data = target_data(**overrides)
+    if data.get("interval", "") is None:
+        del data["interval"]
+    result = parse_config({"targets": [data]}).targets[0]
     assert isinstance(result, gms_probe.GmsProbeTarget)
     return result
 
@@ -173,23 +178,30 @@ def status(value: str) -> Answer:
     return Answer(body=orjson.dumps({"status": value, "dialog": "/x.html"}))
 
 
-def probe_of(server: Server, **overrides: Any) -> Any:
-    cfg = parse_config({"targets": [target_data(url=server.url, **overrides)]})
+def probe_of(server: Server, **overrides: Any) -> tuple[Any, gms_probe.ProbeState]:
+    """The probe job's poll and the target's state, made as the daemon makes them."""
+    overrides.setdefault("url", server.url)
+    cfg = parse_config({"targets": [target_data(**overrides)]})
     t = cfg.targets[0]
     assert isinstance(t, gms_probe.GmsProbeTarget)
-    specs = SOURCES["gms_probe"].jobs(t, server.client(t, cfg))
+    state = state_of(t)
+    assert isinstance(state, gms_probe.ProbeState)
+    specs = SOURCES["gms_probe"].jobs(t, server.client(t, cfg, state), state)
     assert len(specs) == 1
     assert specs[0].endpoint == "probe"
     assert specs[0].subject == {"gms_service": t.gms_service}
-    return specs[0].poll
+    return specs[0].poll, state
 
 
-def success_of(target: str, service: str) -> float | None:
-    for name, labels, value in gms_probe.scrape_samples():
-        if labels == f'target="{target}",gms_service="{service}"':
-            assert name == gms_probe.PROBE_SUCCESS
-            return value
-    return None
+def success_of(state: gms_probe.ProbeState) -> float | None:
+    """The state's ``ccwatch_gms_probe_success`` value, None before the first verdict."""
+    samples = list(state.samples())
+    if not samples:
+        return None
+    assert len(samples) == 1
+    name, values, value = samples[0]
+    assert (name, values) == (gms_probe.PROBE_SUCCESS, (state.service,))
+    return value
 
 
 URLENCODED = "application/x-www-form-urlencoded"
@@ -197,8 +209,8 @@ URLENCODED = "application/x-www-form-urlencoded"
 
 async def test_probe_creates_then_asks_status(server: Server) -> None:
     server.answer(created("39a98e24/x"), status("waiting-for-agent"))
-    poll = probe_of(server, name="unit-ok")
-    assert success_of("unit-ok", "request-interaction") is None  # not probed yet
+    poll, state = probe_of(server, name="unit-ok")
+    assert success_of(state) is None  # not probed yet
     reading = await poll()
     assert [(r.method, r.url) for r in server.requests] == [
         ("POST", f"{server.url}/genesys/1/service/request-interaction"),
@@ -211,72 +223,78 @@ async def test_probe_creates_then_asks_status(server: Server) -> None:
     assert {r.headers["Accept"] for r in server.requests} == {"application/json"}
     samples = list(reading.samples())
     assert [s[:2] for s in samples] == [
-        (gms_probe.STEP_DURATION, ',step="create"'),
-        (gms_probe.STEP_DURATION, ',step="status"'),
-        (gms_probe.SERVICE_STATUS, ',status="waiting-for-agent"'),
+        (gms_probe.STEP_DURATION, ("create",)),
+        (gms_probe.STEP_DURATION, ("status",)),
+        (gms_probe.SERVICE_STATUS, ("waiting-for-agent",)),
     ]
     assert samples[2][2] == 1.0
     assert reading.watched() == {"status": "waiting-for-agent"}
-    assert success_of("unit-ok", "request-interaction") == 1.0
+    assert success_of(state) == 1.0
 
 
 async def test_unexpected_status_is_a_failed_probe_not_a_failed_poll(server: Server) -> None:
     server.answer(created(), status("failed"))
-    poll = probe_of(
+    poll, state = probe_of(
         server, name="unit-unexpected", expected_statuses=["waiting-for-agent", "connected"]
     )
     reading = await poll()
-    statuses = {extra: v for name, extra, v in reading.samples() if name != gms_probe.STEP_DURATION}
-    assert statuses == {
-        ',status="waiting-for-agent"': 0.0,
-        ',status="connected"': 0.0,
-        ',status="failed"': 1.0,
-    }
-    assert success_of("unit-unexpected", "request-interaction") == 0.0
+    statuses = [(name, values, v) for name, values, v in reading.samples() if name != STEP]
+    assert statuses == [
+        (gms_probe.SERVICE_STATUS, ("waiting-for-agent",), 0.0),
+        (gms_probe.SERVICE_STATUS, ("connected",), 0.0),
+        (gms_probe.SERVICE_STATUS, ("failed",), 1.0),
+    ]
+    assert success_of(state) == 0.0
 
 
 async def test_without_status_request_creating_is_success(server: Server) -> None:
     server.answer(created())
     # a job holds its poll, and so the probe's state
-    poll = probe_of(server, name="unit-create-only", status_request=None, expected_statuses=[])
+    poll, state = probe_of(
+        server, name="unit-create-only", status_request=None, expected_statuses=[]
+    )
     reading = await poll()
     assert len(server.requests) == 1
-    assert [s[1] for s in reading.samples()] == [',step="create"']
+    assert isinstance(reading, gms_probe.ProbeReading)
+    assert 0.0 < reading.create_seconds < 30.0
+    assert (reading.status_seconds, reading.status) == (None, None)
+    assert list(reading.samples()) == [(STEP, ("create",), reading.create_seconds)]
     assert reading.watched() == {}
-    assert success_of("unit-create-only", "request-interaction") == 1.0
+    assert success_of(state) == 1.0
 
 
 async def test_any_status_is_success_without_expected_statuses(server: Server) -> None:
     server.answer(created(), status("whatever"))
-    poll = probe_of(server, name="unit-any", expected_statuses=[])
+    poll, state = probe_of(server, name="unit-any", expected_statuses=[])
     reading = await poll()
-    assert (gms_probe.SERVICE_STATUS, ',status="whatever"', 1.0) in list(reading.samples())
-    assert success_of("unit-any", "request-interaction") == 1.0
+    assert (gms_probe.SERVICE_STATUS, ("whatever",), 1.0) in list(reading.samples())
+    assert success_of(state) == 1.0
 
 
 async def test_404_names_the_service_and_the_probe_fails(server: Server) -> None:
     server.answer(Answer(404, b"Not Found", "text/plain"))
-    poll = probe_of(server, name="unit-404", gms_service="request-nothing")
+    poll, state = probe_of(server, name="unit-404", gms_service="request-nothing")
     with pytest.raises(StatusFailure) as info:
         await poll()
     assert info.value.reason == "http_status"
     assert "'request-nothing' is not configured" in info.value.detail
-    assert success_of("unit-404", "request-nothing") == 0.0
+    assert success_of(state) == 0.0
+    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-nothing",), 0.0)]
 
 
 async def test_failed_poll_after_success_sets_probe_success_to_zero(server: Server) -> None:
     server.answer(created(), status("waiting-for-agent"), created(), Answer(body=b"{"))
-    poll = probe_of(server, name="unit-flip")
+    poll, state = probe_of(server, name="unit-flip")
     await poll()
-    assert success_of("unit-flip", "request-interaction") == 1.0
+    assert success_of(state) == 1.0
     with pytest.raises(ParseFailure):
         await poll()
-    assert success_of("unit-flip", "request-interaction") == 0.0
+    assert success_of(state) == 0.0
 
 
 async def test_timed_out_probe_is_a_failed_probe(server: Server) -> None:
     server.answer(Answer(hang=True))  # the server never answers the create request
-    poll = probe_of(server, name="unit-timeout")
+    poll, state = probe_of(server, name="unit-timeout")
     task = asyncio.create_task(poll())
     async with asyncio.timeout(30):  # a guard, not a measurement
         await server.hanging.wait()
@@ -288,27 +306,29 @@ async def test_timed_out_probe_is_a_failed_probe(server: Server) -> None:
     assert [(r.method, r.raw_path) for r in server.requests] == [
         ("POST", "/genesys/1/service/request-interaction")
     ]
-    assert success_of("unit-timeout", "request-interaction") == 0.0
+    assert success_of(state) == 0.0
 
 
 async def test_multipart_form(server: Server) -> None:
     server.answer(created(), status("waiting-for-agent"))
-    await probe_of(server, name="unit-multipart", form_encoding="multipart")()
+    poll, _ = probe_of(server, name="unit-multipart", form_encoding="multipart")
+    await poll()
     assert [(r.content_type.partition(";")[0], r.form) for r in server.requests] == [
         ("multipart/form-data", {"_phone_number": "6504669999"}),
         ("multipart/form-data", {}),
     ]
 
 
-def test_probe_state_lives_as_long_as_its_job() -> None:
-    t = config_of(name="unit-gone")
-    http = HttpClient()  # never opens a session: nothing is polled
-    client = http.for_target(t, max_response_size=1 << 20)
-    poll = SOURCES["gms_probe"].jobs(t, client)[0].poll
-    assert ("unit-gone", "request-interaction") in gms_probe._STATES
-    del poll
-    gc.collect()
-    assert ("unit-gone", "request-interaction") not in gms_probe._STATES
+async def test_the_job_records_its_verdict_in_the_state_it_was_given(server: Server) -> None:
+    # the daemon owns the state: the job writes the verdict into that object, no other
+    server.answer(created(), status("waiting-for-agent"))
+    t = config_of(name="unit-owned", url=server.url)
+    cfg = parse_config({"targets": [target_data(name="unit-owned", url=server.url)]})
+    mine, other = gms_probe.ProbeState(t), gms_probe.ProbeState(t)
+    poll = SOURCES["gms_probe"].jobs(t, server.client(t, cfg, mine), mine)[0].poll
+    await poll()
+    assert success_of(mine) == 1.0
+    assert success_of(other) is None
 
 
 def test_families() -> None:
@@ -326,3 +346,261 @@ def test_families() -> None:
         assert family.type == "gauge"
         assert "ccwatch's last" in family.help
         assert not {"customer", "service", "type"} & set(family.labels)
+
+
+# --------------------------------------------------------------------------- every state
+
+
+def record(state: gms_probe.ProbeState, success: bool | None, at: float) -> None:
+    """Set a verdict as a finished probe does."""
+    state.success, state.at = success, at
+
+
+class Clock:
+    """A stand-in for the ``time`` module as gms_probe reads it: ``monotonic()`` only."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock(1000.0)
+    monkeypatch.setattr(gms_probe, "time", fake)
+    return fake
+
+
+def test_a_fresh_state_has_no_verdict() -> None:
+    state = gms_probe.ProbeState(config_of(gms_service="request-chat"))
+    assert state.success is None
+    assert state.service == "request-chat"
+    assert state.max_age == 600.0  # twice the source's 5 minutes
+    assert list(state.samples()) == []
+
+
+@pytest.mark.parametrize(("interval", "max_age"), [("1m", 120.0), ("90s", 180.0), (None, 600.0)])
+def test_a_verdict_is_fresh_for_two_intervals(interval: str | None, max_age: float) -> None:
+    state = gms_probe.ProbeState(config_of(interval=interval))
+    assert state.max_age == max_age
+
+
+@pytest.mark.parametrize("success", [True, False])
+def test_a_verdict_reads_until_it_is_stale(clock: Clock, success: bool) -> None:
+    state = gms_probe.ProbeState(config_of(interval="1m"))
+    record(state, success, 1000.0)
+    verdict = 1.0 if success else 0.0
+    expected = [(gms_probe.PROBE_SUCCESS, ("request-interaction",), verdict)]
+    assert list(state.samples()) == expected
+    clock.now = 1120.0  # exactly two intervals old: still fresh
+    assert list(state.samples()) == expected
+    clock.now = 1120.001  # older: no success any more
+    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-interaction",), 0.0)]
+
+
+def test_reconfigure_with_the_same_service_keeps_the_verdict(clock: Clock) -> None:
+    state = gms_probe.ProbeState(config_of(interval="1m"))
+    record(state, True, 1000.0)
+    state.reconfigure(config_of(interval="5m", form={"x": "y"}))
+    assert state.max_age == 600.0
+    clock.now = 1500.0  # stale under the old interval, fresh under the new one
+    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-interaction",), 1.0)]
+
+
+def test_reconfigure_with_another_service_resets_the_verdict(clock: Clock) -> None:
+    state = gms_probe.ProbeState(config_of(interval="1m"))
+    record(state, True, 1000.0)
+    state.reconfigure(config_of(gms_service="request-chat"))
+    assert (state.success, state.service, state.max_age) == (None, "request-chat", 600.0)
+    assert list(state.samples()) == []
+    record(state, False, 1000.0)
+    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-chat",), 0.0)]
+
+
+@pytest.mark.parametrize(
+    ("reading", "samples", "watched", "success"),
+    [
+        (
+            gms_probe.ProbeReading(0.25, None, None, StateSet(STATUS, "status", []), frozenset()),
+            [(STEP, ("create",), 0.25)],
+            {},
+            True,
+        ),
+        (
+            gms_probe.ProbeReading(
+                0.25, 0.5, "queued", StateSet(STATUS, "status", []), frozenset()
+            ),
+            [(STEP, ("create",), 0.25), (STEP, ("status",), 0.5), (STATUS, ("queued",), 1.0)],
+            {"status": "queued"},
+            True,
+        ),
+        (
+            gms_probe.ProbeReading(
+                1.0, 2.0, "connected", StateSet(STATUS, "status", EXPECTED), frozenset(EXPECTED)
+            ),
+            [
+                (STEP, ("create",), 1.0),
+                (STEP, ("status",), 2.0),
+                (STATUS, ("waiting-for-agent",), 0.0),
+                (STATUS, ("connected",), 1.0),
+            ],
+            {"status": "connected"},
+            True,
+        ),
+        (
+            gms_probe.ProbeReading(
+                1.0, 2.0, "waiting-for-agent", StateSet(STATUS, "status", EXPECTED),
+                frozenset(EXPECTED),
+            ),
+            [
+                (STEP, ("create",), 1.0),
+                (STEP, ("status",), 2.0),
+                (STATUS, ("waiting-for-agent",), 1.0),
+                (STATUS, ("connected",), 0.0),
+            ],
+            {"status": "waiting-for-agent"},
+            True,
+        ),
+        (
+            gms_probe.ProbeReading(
+                1.0, 2.0, "failed", StateSet(STATUS, "status", EXPECTED), frozenset(EXPECTED)
+            ),
+            [
+                (STEP, ("create",), 1.0),
+                (STEP, ("status",), 2.0),
+                (STATUS, ("waiting-for-agent",), 0.0),
+                (STATUS, ("connected",), 0.0),
+                (STATUS, ("failed",), 1.0),
+            ],
+            {"status": "failed"},
+            False,
+        ),
+    ],
+)  # fmt: skip
+def test_every_probe_reading_pins_its_samples(
+    reading: gms_probe.ProbeReading,
+    samples: list[Sample],
+    watched: dict[str, str],
+    success: bool,
+) -> None:
+    assert list(reading.samples()) == samples
+    assert reading.watched() == watched
+    assert reading.success is success
+
+
+def test_form_values_of_both_booleans() -> None:
+    t = config_of(form={"yes": True, "no": False, "n": 0})
+    assert t.form == {"yes": "true", "no": "false", "n": "0"}
+
+
+@pytest.mark.parametrize(
+    ("body", "service_id"),
+    [
+        (b'{"_id": true, "id": "second"}', "second"),
+        (b'{"_id": "  padded  "}', "padded"),
+        (b'{"_id": 0}', "0"),
+        (b'{_id: 17, name = "x"}', "17"),
+    ],
+)
+def test_more_create_ids(body: bytes, service_id: str) -> None:
+    assert gms_probe.parse_create(body) == service_id
+
+
+@pytest.mark.parametrize(
+    ("parser", "body", "message"),
+    [
+        (gms_probe.parse_create, b'{_id="x",', "^create: invalid JSON"),  # repaired, still bad
+        (gms_probe.parse_create, b'{_id="x"}]', "^create: invalid JSON"),
+        (gms_probe.parse_status, b"{status=waiting}", "^status: invalid JSON"),
+        (gms_probe.parse_status, b'"waiting"', "^status: expected a JSON object, got str"),
+        (gms_probe.parse_status, b'{status="  queued "}', None),
+    ],
+)
+def test_repaired_answers(parser: Any, body: bytes, message: str | None) -> None:
+    if message is None:
+        assert parser(body) == "queued"
+        return
+    with pytest.raises(ParseFailure, match=message):
+        parser(body)
+
+
+async def test_both_steps_take_measured_time(server: Server) -> None:
+    server.answer(created(), status("waiting-for-agent"))
+    poll, _ = probe_of(server)
+    reading = await poll()
+    assert isinstance(reading, gms_probe.ProbeReading)
+    assert 0.0 < reading.create_seconds < 30.0
+    assert reading.status_seconds is not None
+    assert 0.0 < reading.status_seconds < 30.0
+    assert reading.expected == frozenset({"waiting-for-agent"})
+    assert reading.statuses.states == ("waiting-for-agent",)
+
+
+async def test_service_names_and_requests_are_one_path_segment(server: Server) -> None:
+    server.answer(created("a b/c"), status("waiting-for-agent"))
+    poll, _ = probe_of(server, gms_service="request/x y", status_request="st/at us")
+    await poll()
+    assert [r.raw_path for r in server.requests] == [
+        "/genesys/1/service/request%2Fx%20y",
+        "/genesys/1/service/a%20b%2Fc/st%2Fat%20us",
+    ]
+
+
+async def test_the_base_url_path_is_sent_as_configured(server: Server) -> None:
+    server.answer(created("x"), status("waiting-for-agent"))
+    poll, _ = probe_of(server, url=server.url + "/gms%7Eproxy")
+    await poll()
+    assert [r.raw_path for r in server.requests] == [
+        "/gms%7Eproxy/genesys/1/service/request-interaction",
+        "/gms%7Eproxy/genesys/1/service/x/status",
+    ]
+
+
+@pytest.mark.parametrize("step", ["create", "status"])
+async def test_each_step_accepts_json_only(server: Server, step: str) -> None:
+    html = Answer(body=b'{"_id": "x", "status": "waiting-for-agent"}', content_type="text/html")
+    server.answer(*((html,) if step == "create" else (created(), html)))
+    poll, state = probe_of(server)
+    with pytest.raises(ParseFailure, match="unexpected content type 'text/html'"):
+        await poll()
+    assert success_of(state) == 0.0
+
+
+async def test_404_to_the_status_request_names_it(server: Server) -> None:
+    server.answer(created(), Answer(404, b"Not Found", "text/plain"))
+    poll, state = probe_of(server)
+    with pytest.raises(StatusFailure) as info:
+        await poll()
+    assert (info.value.status, info.value.reason) == (404, "http_status")
+    assert info.value.detail == (
+        "GMS 'status' request for the new 'request-interaction' service: not found (HTTP 404)"
+    )
+    assert success_of(state) == 0.0
+
+
+@pytest.mark.parametrize("step", ["create", "status"])
+@pytest.mark.parametrize(("code", "reason"), [(500, "http_status"), (403, "auth")])
+async def test_other_http_errors_pass_through(
+    server: Server, step: str, code: int, reason: str
+) -> None:
+    failure = Answer(code, b"no", "text/plain")
+    server.answer(*((failure,) if step == "create" else (created(), failure)))
+    poll, state = probe_of(server)
+    with pytest.raises(StatusFailure) as info:
+        await poll()
+    assert (info.value.status, info.value.reason) == (code, reason)
+    assert "GMS" not in info.value.detail
+    assert success_of(state) == 0.0
+
+
+async def test_404_to_create_keeps_the_status(server: Server) -> None:
+    server.answer(Answer(404, b"Not Found", "text/plain"))
+    poll, _ = probe_of(server)
+    with pytest.raises(StatusFailure) as info:
+        await poll()
+    assert info.value.status == 404
+    assert info.value.detail == (
+        "GMS service 'request-interaction' is not configured on the server (HTTP 404)"
+    )
