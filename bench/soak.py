@@ -6,11 +6,15 @@ Starts the vendor simulator and the ccwatch daemon under test as two child proce
 - a steady base configuration: an ECE target with ``--entry-points`` entry points at 5 s
   (five jobs each), a context_service target and a genesys_services target (the shapes of
   ``ccwatch/demo.py``'s DEMO_CONFIG), all pointing at the simulator;
+- the simulator's Alvaria organization is given ``--alvaria-settings`` settings and
+  frozen: its own walk adds about 18 settings a minute, which grows every settings
+  answer and, with it, the daemon's RSS (``--alvaria-growing`` keeps that walk);
 - every ``--reload-every`` seconds the file is rewritten and ``POST /-/reload`` sent
   (each answer must be 200). Odd reloads add a GMS probe target (interval 15 s) and an
   Alvaria context cookies target (interval 5 s), even reloads remove them again. Each
   pair gets a new name, suffixed with the reload number, so per-target state that is
-  kept by name and never freed shows up as growth;
+  kept by name and never freed shows up as growth (``--fixed-names`` re-adds the same
+  two names instead: a control that tells per-name state from other churn);
 - the daemon's VmRSS (``/proc/PID/status``) is sampled every ``--sample-every`` seconds;
 - ``/metrics`` is scraped right after every reload and shortly before the next one. Every
   scrape counts the series whose ``target`` label names a target removed earlier (they
@@ -209,6 +213,41 @@ def config(targets: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def freeze_alvaria(sim_url: str, count: int) -> None:
+    """Give the simulator's Alvaria organization ``count`` settings and freeze it.
+
+    Left alone, the simulator adds about 18 settings a minute and never removes one
+    within a run, so every settings answer grows and the daemon's RSS with it, which is
+    not what this benchmark measures. A few settings are expired and a few stale.
+    """
+    now = time.time()
+    day = 86400.0
+    settings = []
+    for i in range(count):
+        modified = now - (i % 45) * day  # those over 30 days old are stale
+        setting: dict[str, Any] = {
+            "customerId": f"customer{i % 25 + 1}",
+            "key": f"key{i % 4 + 1}",
+            "content": f"content{i}",
+            "channel": ("all", "voice", "chat")[i % 3],
+            "service": f"service{i % 5 + 1}",
+            "creationTime": modified - day,
+            "lastModifiedTime": modified,
+        }
+        if i % 10 != 0:  # one in ten never expires
+            setting["expiresOnTime"] = now - day if i % 7 == 0 else now + (i % 60 + 1) * day
+        settings.append(setting)
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"{sim_url}/-/sim/alvaria/orgs/orgId/settings",
+        data=json.dumps({"settings": settings}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="PUT",
+    )
+    with _OPENER.open(request, timeout=10) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"freezing the Alvaria settings: HTTP {resp.status}")
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -360,6 +399,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     daemon: Child | None = None
     try:
         _wait_http(simulator, f"{sim_url}/-/sim/state", 60)
+        if not args.alvaria_growing:
+            freeze_alvaria(sim_url, args.alvaria_settings)
         daemon = Child(
             "daemon",
             [
@@ -419,7 +460,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             nonlocal lingering_max, lingering_max_post
             metrics = scrape(url)
             series_counts.append((round(t, 1), kind, len(metrics)))
-            stale = [(n, lb) for n, lb, _ in metrics if lb.get("target") in removed]
+            gone = removed - set(current)  # --fixed-names re-adds removed names
+            stale = [(n, lb) for n, lb, _ in metrics if lb.get("target") in gone]
             lingering_max = max(lingering_max, len(stale))
             if kind == "post":
                 lingering_max_post = max(lingering_max_post, len(stale))
@@ -459,7 +501,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             else:
                 previous = current
                 if number % 2 == 1:
-                    extra = transient_targets(sim_url, number)
+                    extra = transient_targets(sim_url, 1 if args.fixed_names else number)
                     current = [str(x["name"]) for x in extra]
                 else:
                     extra = []
@@ -480,6 +522,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 check_scrape(time.monotonic() - t0, "post")
 
         cpu = proc_cpu_seconds(pid) - cpu0
+        sim_state = json.loads(_http("GET", f"{sim_url}/-/sim/state")[1])
+        alvaria_end = sim_state["alvaria"]["orgs"]["orgId"]["settings"]
         hwm = _mb(proc_status(pid)["VmHWM"])
         log_events: collections.Counter[str] = collections.Counter()
         for line in daemon.log_path.read_text(errors="replace").splitlines():
@@ -508,6 +552,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "reload_every_s": period,
         "sample_every_s": args.sample_every,
         "entry_points": args.entry_points,
+        "fixed_names": args.fixed_names,
+        "alvaria_settings": "growing" if args.alvaria_growing else args.alvaria_settings,
+        "alvaria_settings_end": alvaria_end,
         "loadavg_start": load_start,
         "loadavg_end": _load(),
         "ready_after_s": round(ready_s, 2),
@@ -548,7 +595,9 @@ def summary(r: dict[str, Any]) -> None:
     bad = len(r["reloads_not_200"])
     print(
         f"soak: {r['minutes']:g} min, {r['reloads']} reloads every {r['reload_every_s']:g} s "
-        f"({'all 200' if not bad else f'{bad} NOT 200'}), {r['entry_points']} ECE entry points; "
+        f"({'all 200' if not bad else f'{bad} NOT 200'}), {r['entry_points']} ECE entry points"
+        f"{', fixed names' if r['fixed_names'] else ''}, Alvaria settings "
+        f"{r['alvaria_settings']} (at the end: {r['alvaria_settings_end']}); "
         f"ccwatch from {r['ccwatch']} ({r['commit']})"
     )
     print(
@@ -582,6 +631,22 @@ def main() -> None:
     parser.add_argument("--reload-every", type=float, default=60.0, help="seconds")
     parser.add_argument("--sample-every", type=float, default=10.0, help="RSS sample, seconds")
     parser.add_argument("--entry-points", type=int, default=50, help="of the ECE target")
+    parser.add_argument(
+        "--fixed-names",
+        action="store_true",
+        help="re-add the same two target names each time (a control for per-name state)",
+    )
+    parser.add_argument(
+        "--alvaria-settings",
+        type=int,
+        default=40,
+        help="settings of the simulator's Alvaria organization, frozen (default %(default)s)",
+    )
+    parser.add_argument(
+        "--alvaria-growing",
+        action="store_true",
+        help="leave the simulator's Alvaria settings growing (about 18 a minute)",
+    )
     parser.add_argument("--tick", type=float, default=5.0, help="the simulator's tick, seconds")
     parser.add_argument(
         "--pythonpath",

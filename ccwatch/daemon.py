@@ -318,11 +318,13 @@ class Daemon:
         groups = build_groups(config, self.http, self.scheduler.groups, states)
         counts = self.scheduler.update(groups, max_concurrency=config.scheduler.max_concurrency)
         self.states = states  # removed targets' states go with them
+        # only a change in the file is news: a --web.listen-address flag overrides it
+        address_changed = config.web.listen_address != self.config.web.listen_address
         self.config = config
         self._set_job_counts()
         self._last_reload_ok = True
         self._last_reload_time = time.time()
-        if config.web.listen_address != self.listen_address:
+        if address_changed:
             log.warning(
                 "listen_address_unchanged",
                 detail="web.listen_address changes take effect on restart",

@@ -220,7 +220,7 @@ class Job:
 
 
 class Scheduler:
-    """Runs jobs on their intervals and records every outcome in the metric store."""
+    """Runs jobs on their intervals; every outcome goes to the renderer (collector.JobRenderer)."""
 
     def __init__(
         self,

@@ -210,3 +210,29 @@ async def test_each_target_has_its_own_tls_config(
         )
         assert s.value("ccwatch_ece_available_slots", target="trusted") == 4.0
         assert s.value("ccwatch_ece_available_slots", target="untrusted") is None
+
+
+async def test_a_listen_address_flag_is_no_reason_to_warn_at_every_reload(
+    tmp_path: Path,
+) -> None:
+    import structlog
+    import yaml
+
+    from ccwatch.daemon import Daemon
+    from ccwatch.sources import load_config
+    from tests.harness import running, simulator
+
+    async with simulator() as sim:
+        path = tmp_path / "ccwatch.yml"
+        data = {**ece_config(sim), "web": {"listen_address": "127.0.0.1:1"}}
+        path.write_text(yaml.safe_dump(data))
+        daemon_ = Daemon(load_config(path), config_path=path, listen_address="127.0.0.1:0")
+        async with running(daemon_) as d:
+            with structlog.testing.capture_logs() as logs:
+                assert await d.daemon.reload() is None
+            assert "listen_address_unchanged" not in [e["event"] for e in logs]
+            data["web"] = {"listen_address": "127.0.0.1:2"}
+            path.write_text(yaml.safe_dump(data))
+            with structlog.testing.capture_logs() as logs:
+                assert await d.daemon.reload() is None
+            assert "listen_address_unchanged" in [e["event"] for e in logs]
