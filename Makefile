@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean venv
+.PHONY: demo test lint unit bench screenshot clean venv
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test: lint unit
 bench: $(STAMP)
 	$(BIN)/python bench/poll_throughput.py
 	cd bench && ../$(BIN)/python bare_client.py
+
+# the README's picture of the status page (needs Chromium: apt-get install chromium)
+screenshot: $(STAMP)
+	$(BIN)/python -m tests.screenshot docs/status-page.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -13,16 +13,16 @@ import multiprocessing
 import time
 
 import aiohttp
+from _common import free_port, simulator, wait_port
 from lxml import etree
-from poll_throughput import _free_port, _simulator, _wait_port
 
 
 async def run(workers: int, seconds: float) -> None:
-    port = _free_port()
-    proc = multiprocessing.Process(target=_simulator, args=(port, 1000, 10_000), daemon=True)
+    port = free_port()
+    proc = multiprocessing.Process(target=simulator, args=(port, 1000, 10_000), daemon=True)
     proc.start()
     try:
-        await _wait_port(port)
+        await wait_port(port)
         parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
         done = 0
 

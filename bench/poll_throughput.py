@@ -21,30 +21,17 @@ import asyncio
 import json
 import multiprocessing
 import resource
-import socket
 import statistics
 import sys
 import time
 import urllib.request
 from typing import Any
 
+from _common import free_port, rss_mb, simulator, wait_port
+
 from ccwatch import logs
 from ccwatch.daemon import Daemon, tune_gc
 from ccwatch.sources import parse_config
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _simulator(port: int, first: int, count: int) -> None:
-    from ccwatch.simulator import run_simulator
-
-    asyncio.run(
-        run_simulator("127.0.0.1", port, ece_entry_points=range(first, first + count), tick=0)
-    )
 
 
 def _scrape(url: str, gzip_ok: bool) -> float:
@@ -57,34 +44,15 @@ def _scrape(url: str, gzip_ok: bool) -> float:
     return time.perf_counter() - t0
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-async def _wait_port(port: int) -> None:
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError("simulator did not start")
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    sim_port, web_port = _free_port(), _free_port()
+    sim_port, web_port = free_port(), free_port()
     first = 1000
     proc = multiprocessing.Process(
-        target=_simulator, args=(sim_port, first, args.entry_points), daemon=True
+        target=simulator, args=(sim_port, first, args.entry_points), daemon=True
     )
     proc.start()
     try:
-        await _wait_port(sim_port)
+        await wait_port(sim_port)
         config = parse_config(
             {
                 "web": {"listen_address": f"127.0.0.1:{web_port}"},
@@ -100,24 +68,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ],
             }
         )
-        rss_before = _rss_mb()
+        rss_before = rss_mb()
         daemon = Daemon(config)
         await daemon.start()
         tune_gc()  # as Daemon.run does, at start and once every job has polled
         scheduler = daemon.scheduler
         jobs = len(scheduler.jobs)
-        rss_started = _rss_mb()
+        rss_started = rss_mb()
         # warm-up: until every job has polled once
         deadline = time.monotonic() + 120
         while not scheduler.ready and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         tune_gc()
-        rss_ready = _rss_mb()
+        rss_ready = rss_mb()
         polls0, cpu0, wall0 = scheduler.polls_total, time.process_time(), time.monotonic()
         await asyncio.sleep(args.seconds)
         polls1, cpu1, wall1 = scheduler.polls_total, time.process_time(), time.monotonic()
         polls = polls1 - polls0
-        rss_polled = _rss_mb()
+        rss_polled = rss_mb()
         # What a scrape does minus the socket: every family's chunk, one at a time.
         renders = []
         series = 0
@@ -133,7 +101,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 del chunk
                 t0 = time.perf_counter()
             renders.append(elapsed)
-        rss_rendered = _rss_mb()
+        rss_rendered = rss_mb()
         # Scrape over HTTP from another process, as Prometheus would (gzip, and plain).
         http_times: list[float] = []
         with multiprocessing.Pool(1) as pool:
@@ -156,7 +124,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "rss_mb_all_polled": round(rss_ready, 1),
             "rss_mb_after_run": round(rss_polled, 1),
             "rss_mb_after_renders": round(rss_rendered, 1),
-            "rss_mb_after_scrapes": round(_rss_mb(), 1),
+            "rss_mb_after_scrapes": round(rss_mb(), 1),
             "rss_mb_before_daemon": round(rss_before, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "series": series,

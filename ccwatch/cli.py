@@ -14,7 +14,21 @@ import structlog
 from ccwatch import __version__, logs
 from ccwatch.config import DEFAULT_CONFIG_PATH, split_listen_address
 from ccwatch.errors import ConfigError
-from ccwatch.sources import load_config
+from ccwatch.probe import DEFAULT_BODY_LIMIT
+from ccwatch.sources import all_subject_labels, load_config
+
+
+def _subject(value: str) -> tuple[str, str]:
+    label, sep, wanted = value.partition("=")
+    if not sep or not label.strip() or not wanted:
+        raise argparse.ArgumentTypeError(f"expected LABEL=VALUE, e.g. entry_point=1000: {value!r}")
+    return label.strip(), wanted
+
+
+def _byte_count(value: str) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of bytes: {value!r}")
+    return int(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +74,77 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--listen", default="127.0.0.1:9866", help="HOST:PORT (default %(default)s)")
     sim.add_argument("--tick", type=float, default=5.0, help="seconds between state changes")
     log_flags(sim)
+
+    probe = sub.add_parser(
+        "probe",
+        help="poll the matching jobs once, now, and show every HTTP exchange",
+        description=(
+            "Poll the matching jobs of the configuration once, now, with their configured "
+            "timeouts, TLS, proxy and auth, and show for each job every HTTP exchange "
+            "(request, status, duration, headers, the start of the body), the reading or "
+            "the failure, and the metric lines it would produce. Starts no server and no "
+            "schedule. Credentials and configured secrets are redacted. A gms_probe job "
+            "creates a real service, as the daemon's polls do."
+        ),
+        epilog=(
+            "Filters: --target and --endpoint may be repeated (either value matches). "
+            "--subject may be repeated: the same LABEL repeated matches either value, "
+            "different LABELs must all match (--subject entry_point=1000 --subject "
+            "entry_point=1001: either entry point). "
+            "Exit status: 0 every job succeeded, 1 a job failed, 2 a usage or config error "
+            "or no job matches."
+        ),
+    )
+    probe.add_argument(
+        "--config.file",
+        dest="config_file",
+        default=DEFAULT_CONFIG_PATH,
+        metavar="FILE",
+        help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+    )
+    probe.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this target's jobs; repeatable",
+    )
+    probe.add_argument(
+        "--endpoint",
+        dest="endpoints",
+        action="append",
+        default=[],
+        metavar="E",
+        help="only jobs of this endpoint (capacity, settings, probe, ...); repeatable",
+    )
+    probe.add_argument(
+        "--subject",
+        dest="subjects",
+        action="append",
+        default=[],
+        type=_subject,
+        metavar="LABEL=VALUE",
+        help=(
+            "only jobs whose subject label LABEL is VALUE "
+            f"(labels: {', '.join(all_subject_labels())}); repeatable: the same LABEL "
+            "repeated matches either value, different LABELs must all match"
+        ),
+    )
+    probe.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text (default), or json: one JSON object per job and line",
+    )
+    probe.add_argument(
+        "--body-limit",
+        dest="body_limit",
+        type=_byte_count,
+        default=DEFAULT_BODY_LIMIT,
+        metavar="BYTES",
+        help="show at most this many bytes of each body (default %(default)s)",
+    )
 
     demo = sub.add_parser("demo", help="run the simulator and the exporter together")
     demo.add_argument(
@@ -134,6 +219,28 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from ccwatch.probe import Filters, run_probe
+
+    logs.configure("warning", "auto")
+    filters = Filters(
+        targets=tuple(args.targets),
+        endpoints=tuple(args.endpoints),
+        subjects=tuple(args.subjects),
+    )
+    try:
+        return run_probe(
+            args.config_file,
+            filters,
+            json_lines=args.format == "json",
+            body_limit=args.body_limit,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
+    except KeyboardInterrupt:
+        return 130
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ccwatch.demo import run_demo
 
@@ -150,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "simulate":
         return _simulate(args)
+    if args.command == "probe":
+        return _probe(args)
     return _demo(args)
 
 

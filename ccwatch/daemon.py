@@ -33,9 +33,11 @@ from ccwatch.collector import (
 from ccwatch.config import ConfigBase, TargetConfig, split_listen_address
 from ccwatch.errors import ConfigError
 from ccwatch.http import HttpClient
+from ccwatch.page import EVENTS
 from ccwatch.scheduler import Job, Scheduler, TargetGroup
 from ccwatch.sources import SOURCES, all_subject_labels, load_config
 from ccwatch.sources.base import SourceState
+from ccwatch.status import Status
 from ccwatch.web import build_app
 
 log = structlog.get_logger("ccwatch")
@@ -134,6 +136,7 @@ def build_group(
     return TargetGroup(
         target.name,
         url=target.url,
+        source=source.name,
         shape=target_shape(config, target),
         timing=timing,
         jobs=jobs,
@@ -164,7 +167,12 @@ def build_groups(
             else:
                 groups.append(
                     TargetGroup(
-                        old.name, url=old.url, shape=old.shape, timing=timing, jobs=old.jobs
+                        old.name,
+                        url=old.url,
+                        source=old.source,
+                        shape=old.shape,
+                        timing=timing,
+                        jobs=old.jobs,
                     )
                 )
         else:
@@ -240,6 +248,8 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._last_reload_ok = True
         self._last_reload_time = time.time()
+        self._last_reload_error: str | None = None
+        self._started = time.time()
         self.bound: list[tuple[str, int]] = []
 
     # ----------------------------------------------------------------- exporter protocol
@@ -294,6 +304,20 @@ class Daemon:
     def recent_events(self) -> list[dict[str, Any]]:
         return list(self.history)
 
+    def status(self) -> Status:
+        return Status(
+            version=__version__,
+            config_file=str(self.config_path) if self.config_path is not None else "",
+            started=self._started,
+            reload_ok=self._last_reload_ok,
+            reload_time=self._last_reload_time,
+            reload_error=self._last_reload_error,
+            groups=list(self.scheduler.groups.values()),
+            events=list(self.history)[-EVENTS:],
+            wall=time.time(),
+            loop=self.scheduler.loop_time(),
+        )
+
     async def reload(self) -> str | None:
         if self.config_path is None:
             return "no configuration file to reload (started without --config.file)"
@@ -302,6 +326,7 @@ class Daemon:
                 config = load_config(self.config_path)
             except ConfigError as exc:
                 self._last_reload_ok = False
+                self._last_reload_error = str(exc)
                 log.error("config_reload_failed", errors=exc.errors)
                 return str(exc)
             await self.apply(config)
@@ -323,6 +348,7 @@ class Daemon:
         self.config = config
         self._set_job_counts()
         self._last_reload_ok = True
+        self._last_reload_error = None
         self._last_reload_time = time.time()
         if address_changed:
             log.warning(

@@ -83,6 +83,7 @@ async def run_demo(listen_address: str, simulator_host: str = "127.0.0.1") -> No
         await daemon.start()
         print(
             f"\nccwatch demo is running.\n"
+            f"  status:    {daemon.metrics_url.removesuffix('metrics')}\n"
             f"  metrics:   {daemon.metrics_url}\n"
             f"  simulator: {sim_url}/-/sim/state\n"
             f"Values change every few seconds. Press Ctrl+C to stop.\n",

@@ -9,19 +9,26 @@ Every request ccwatch makes goes through :meth:`TargetClient.request`, which
 - checks the content type when the caller names the ones it accepts (``parse``).
 
 It never sleeps or retries: time and failure are the scheduler's.
+
+Tracing (``ccwatch probe``): while :data:`TRACE` holds a list in the current context,
+every request appends one :class:`Exchange` to it, failed ones included, and the body of
+an unexpected status is read (under the cap) so that the error page can be shown. The
+daemon never sets it; unset, it costs a request one ``ContextVar.get()`` and a branch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
 import time
 import zlib
 from collections.abc import Collection, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -56,6 +63,64 @@ class Response:
         return self.headers.get("Content-Type", "")
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One traced request and what came of it (see :data:`TRACE`).
+
+    ``url`` is the URL requested, without userinfo. ``request_headers`` are the headers
+    sent (the session's defaults included) when an answer came, else those passed.
+    ``request_body`` is the body passed (a form as urlencoded text, whatever its
+    encoding on the wire), ``None`` for none. ``status`` is ``None`` when no answer
+    came. ``body`` is the decoded body, under the target's cap; empty when it could not
+    be read. ``duration`` is in seconds. ``error`` is why the request failed (``reason:
+    detail`` for a poll failure), ``None`` when it returned a response.
+    """
+
+    method: str
+    url: str
+    request_headers: tuple[tuple[str, str], ...]
+    request_body: bytes | None
+    status: int | None
+    response_headers: tuple[tuple[str, str], ...]
+    body: bytes
+    duration: float
+    error: str | None
+
+
+#: While it holds a list, :meth:`TargetClient.request` appends an :class:`Exchange` to
+#: it for every request. Context variables are per task: set it in the task that polls.
+TRACE: ContextVar[list[Exchange] | None] = ContextVar("ccwatch_http_trace", default=None)
+
+
+def _shown_url(url: str | URL, params: Mapping[str, str] | None) -> str:
+    """``url`` (with ``params``) as requested, without userinfo."""
+    shown = url if isinstance(url, URL) else URL(url)
+    if params:
+        shown = shown.update_query(params)
+    if shown.raw_user is not None or shown.raw_password is not None:
+        shown = shown.with_user(None)
+    return str(shown)
+
+
+def _shown_body(data: Any) -> bytes | None:
+    """The request body passed to :meth:`TargetClient.request`, for a trace."""
+    if data is None:
+        return None
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, Mapping):
+        return urlencode([(str(k), str(v)) for k, v in data.items()]).encode()
+    if isinstance(data, aiohttp.FormData):
+        fields = [
+            (str(options.get("name", "")), value if isinstance(value, str) else "...")
+            for options, _, value in data._fields
+        ]
+        return urlencode(fields).encode()
+    return f"({type(data).__name__})".encode()
+
+
 #: A ``Retry-After`` is honoured on these statuses only; on any other it is ignored.
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 #: Delta-seconds longer than this are read as this (every caller caps them far lower).
@@ -83,6 +148,34 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return max(0.0, when.timestamp() - (time.time() if now is None else now))
     except Exception:  # any malformed date: TypeError, ValueError, OverflowError, ...
         return None
+
+
+def transport_failure(exc: BaseException) -> PollError:
+    """The one poll failure of a transport error (``tls``, ``timeout`` or ``connect``)."""
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return TLSFailure(f"TLS error: {exc}")
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return TimeoutFailure(f"timed out: {exc}")
+    return ConnectFailure(f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def status_failure(status: int, headers: Mapping[str, str]) -> StatusFailure:
+    """The poll failure of an unexpected status, with the server's Retry-After on a 429
+    or 503."""
+    retry_after = None
+    detail = f"unexpected HTTP status {status}"
+    if status in RETRY_AFTER_STATUSES:
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        if retry_after is not None:
+            detail += f", Retry-After {retry_after:g}s"
+    return StatusFailure(status, detail, retry_after=retry_after)
+
+
+def check_content_type(response: Response, content_types: Collection[str]) -> None:
+    """``parse`` unless the Content-Type contains one of ``content_types`` (or is absent)."""
+    ctype = response.content_type.lower()
+    if ctype and not any(want in ctype for want in content_types):
+        raise ParseFailure(f"unexpected content type {ctype!r}")
 
 
 def make_ssl_context(tls: TLSConfig | None) -> ssl.SSLContext | bool:
@@ -206,6 +299,9 @@ class TargetClient:
         ``content_types``: substrings one of which the Content-Type must contain
         (e.g. ``("xml",)``); a response without a Content-Type passes.
         """
+        trace = TRACE.get()
+        if trace is not None:  # ccwatch probe: the same request, recorded (see _traced)
+            return await self._traced(trace, method, url, headers, data, params, ok, content_types)
         kwargs = self._kwargs
         if headers is not None or data is not None or params is not None:
             kwargs = dict(kwargs)
@@ -225,26 +321,93 @@ class TargetClient:
                 body = await self._read_capped(resp) if status in ok else b""
         except PollError:
             raise
-        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-            raise TLSFailure(f"TLS error: {exc}") from None
-        except aiohttp.ServerTimeoutError as exc:
-            raise TimeoutFailure(f"timed out: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+            raise transport_failure(exc) from None
         if status not in ok:
-            retry_after = None
-            detail = f"unexpected HTTP status {status}"
-            if status in RETRY_AFTER_STATUSES:
-                retry_after = parse_retry_after(resp_headers.get("Retry-After"))
-                if retry_after is not None:
-                    detail += f", Retry-After {retry_after:g}s"
-            raise StatusFailure(status, detail, retry_after=retry_after)
+            raise status_failure(status, resp_headers)
         response = Response(status, resp_headers, body)
         if content_types is not None:
-            ctype = response.content_type.lower()
-            if ctype and not any(want in ctype for want in content_types):
-                raise ParseFailure(f"unexpected content type {ctype!r}")
+            check_content_type(response, content_types)
         return response
+
+    async def _traced(
+        self,
+        trace: list[Exchange],
+        method: str,
+        url: str | URL,
+        headers: Mapping[str, str] | None,
+        data: Any,
+        params: Mapping[str, str] | None,
+        ok: Collection[int],
+        content_types: Collection[str] | None,
+    ) -> Response:
+        """:meth:`request` that appends an :class:`Exchange` to ``trace``, whatever happens.
+
+        The same request, the same failures (the same mapping functions) as
+        :meth:`request`, except that the body of an unexpected status is read too, under
+        the cap, for the trace only: the status still decides the reason.
+        """
+        kwargs = dict(self._kwargs)
+        sent: Mapping[str, str] = self._headers
+        if headers is not None:
+            sent = kwargs["headers"] = {**self._headers, **headers}
+        if data is not None:
+            kwargs["data"] = data
+        if params is not None:
+            kwargs["params"] = params
+        shown_url: str | None = None
+        status: int | None = None
+        resp_headers: Mapping[str, str] = {}
+        body = b""
+        error: str | None = None
+        started = time.perf_counter()
+        try:
+            try:
+                async with self.http.session.request(method, url, **kwargs) as resp:
+                    shown_url = _shown_url(resp.request_info.url, None)
+                    sent = resp.request_info.headers
+                    status = resp.status
+                    resp_headers = resp.headers
+                    if status in ok:
+                        body = await self._read_capped(resp)
+                    else:
+                        try:  # the error page, for the trace: it decides nothing
+                            body = await self._read_capped(resp)
+                        except (PollError, aiohttp.ClientError, OSError):
+                            body = b""
+            except PollError:
+                raise
+            except (aiohttp.ClientError, OSError) as exc:
+                raise transport_failure(exc) from None
+            if status not in ok:
+                raise status_failure(status, resp.headers)
+            response = Response(status, resp.headers, body)
+            if content_types is not None:
+                check_content_type(response, content_types)
+            return response
+        except PollError as exc:
+            error = f"{exc.reason}: {exc.detail}"
+            raise
+        except asyncio.CancelledError:
+            error = "cancelled before it was complete (the poll timed out or was stopped)"
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            trace.append(
+                Exchange(
+                    method=method,
+                    url=shown_url if shown_url is not None else _shown_url(url, params),
+                    request_headers=tuple(sent.items()),
+                    request_body=_shown_body(data),
+                    status=status,
+                    response_headers=tuple(resp_headers.items()),
+                    body=body,
+                    duration=time.perf_counter() - started,
+                    error=error,
+                )
+            )
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         """The body, decoded, held to the cap on the wire and after decoding.
@@ -368,7 +531,9 @@ class Decoder:
 
 __all__ = [
     "RETRY_AFTER_STATUSES",
+    "TRACE",
     "Decoder",
+    "Exchange",
     "HttpClient",
     "Response",
     "TargetClient",

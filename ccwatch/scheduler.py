@@ -83,6 +83,7 @@ class TargetGroup:
         "key",
         "name",
         "shape",
+        "source",
         "timing",
         "url",
     )
@@ -92,12 +93,14 @@ class TargetGroup:
         name: str,
         *,
         url: str = "",
+        source: str = "",
         shape: object = None,
         timing: tuple[float, float, float] | None = None,
         jobs: Iterable[Job] = (),
     ) -> None:
         self.name = name
         self.url = url
+        self.source = source
         self.shape = shape
         self.timing = timing
         #: kept as the very list when given one: a retimed group shares its jobs' list
@@ -128,12 +131,16 @@ class Job:
         "heap_until",
         "id",
         "interval",
+        "last_duration",
+        "last_error",
+        "last_poll",
         "last_reason",
         "last_success",
         "max_retry_after",
         "poll",
         "poll_labels",
         "queued",
+        "reading",
         "removed",
         "slot",
         "source",
@@ -193,7 +200,14 @@ class Job:
         self.failures = 0
         self.failing_since: float | None = None
         self.last_reason: str | None = None
+        #: the detail of the last failure (None while succeeding)
+        self.last_error: str | None = None
+        #: Unix time the last completed poll started, and how long it took
+        self.last_poll: float | None = None
+        self.last_duration = 0.0
         self.last_success: float | None = None
+        #: the reading of the last poll while its values are served (None otherwise)
+        self.reading: Reading | None = None
         #: Loop time after which the last success's values are too old to serve.
         self.fresh_until = math.inf
         #: the expiry of the job's entry in the scheduler's freshness heap (inf: none)
@@ -270,7 +284,7 @@ class Scheduler:
         loose: dict[str, TargetGroup] = {}
         for job in jobs:
             if job.target not in loose:
-                loose[job.target] = TargetGroup(job.target)
+                loose[job.target] = TargetGroup(job.target, source=job.source)
                 out.append(loose[job.target])
             loose[job.target].jobs.append(job)
         return out
@@ -299,6 +313,10 @@ class Scheduler:
     def holds(self) -> dict[str, float]:
         """Targets held back by a server's Retry-After: name -> loop time the hold ends."""
         return {g.name: g.hold_until for g in self._held if g.hold_until is not None}
+
+    def loop_time(self) -> float:
+        """The event loop's clock (timers and holds are in it)."""
+        return self._loop.time() if self._loop is not None else time.monotonic()
 
     @property
     def ready(self) -> bool:
@@ -490,7 +508,7 @@ class Scheduler:
         Returns how many jobs went stale. Cheap when nothing is due: one heap peek.
         """
         if now is None:
-            now = self._loop.time() if self._loop is not None else time.monotonic()
+            now = self.loop_time()
         for group in [g for g in self._held if g.hold_until is not None and g.hold_until <= now]:
             self._end_hold(group)
         fresh = self._fresh
@@ -521,6 +539,7 @@ class Scheduler:
         """A job's values are too old: drop its vendor series, poll_success 0, log once."""
         succeeded_at = job.fresh_until - FRESH_INTERVALS * job.interval
         self.render.withdraw(job)
+        job.reading = None
         job.stale = True
         job.stale_since = self._wall()
         job.fresh_until = math.inf
@@ -656,6 +675,9 @@ class Scheduler:
             return  # removed by a reload while in flight: its series are gone
         now = loop.time()
         duration = now - started
+        wall = self._wall()
+        job.last_poll = wall - duration
+        job.last_duration = duration
         self.polls_total += 1
         if not job.attempted:
             job.attempted = True
@@ -665,7 +687,7 @@ class Scheduler:
         if error is None:
             assert reading is not None
             try:
-                self._record_success(job, reading, duration, now)
+                self._record_success(job, reading, duration, now, wall)
             except Exception as exc:  # a reading that cannot be rendered is a bug too
                 error = self._internal(job, exc)
         try:
@@ -712,9 +734,12 @@ class Scheduler:
         getattr(log, level)(event, **fields)
         self.history.append({"timestamp": self._wall(), "level": level, "event": event, **fields})
 
-    def _record_success(self, job: Job, reading: Reading, duration: float, now: float) -> None:
-        wall = self._wall()
+    def _record_success(
+        self, job: Job, reading: Reading, duration: float, now: float, wall: float
+    ) -> None:
         self.render.success(job, reading.samples(), duration, wall)
+        job.reading = reading
+        job.last_error = None
         job.last_success = wall
         self._mark_fresh(job, now)
         if job.failures:
@@ -749,6 +774,8 @@ class Scheduler:
         job.fresh_until = math.inf
         job.stale = False
         job.stale_since = None
+        job.reading = None
+        job.last_error = error.detail
         reason = error.reason
         job.errors[reason] = job.errors.get(reason, 0) + 1
         self.render.failure(job, duration)

@@ -1,17 +1,19 @@
-"""The exporter's HTTP server: /metrics, /-/healthy, /-/ready, /-/reload and a landing page."""
+"""The exporter's HTTP server: /metrics, /-/healthy, /-/ready, /-/reload, /logs, the status
+page at / and /api/v1/targets."""
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import orjson
 from aiohttp import web
 
-from ccwatch import __version__
+from ccwatch import page
 from ccwatch.collector import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from ccwatch.status import Status, api_chunks, parse_health
 
 
 class Exporter(Protocol):
@@ -26,6 +28,10 @@ class Exporter(Protocol):
 
     def recent_events(self) -> list[dict[str, Any]]: ...
 
+    def status(self) -> Status:
+        """A snapshot of the targets and jobs for the status page and the targets API."""
+        ...
+
     async def reload(self) -> str | None:
         """Reload the configuration; return None on success, else the error text."""
         ...
@@ -33,20 +39,37 @@ class Exporter(Protocol):
 
 _THREAD_COMPRESS_MIN = 256 * 1024
 
-_LANDING = """<!doctype html>
-<html><head><meta charset="utf-8"><title>ccwatch</title></head>
-<body>
-<h1>ccwatch</h1>
-<p>Contact-center availability exporter, version {version}.</p>
-<ul>
-<li><a href="metrics">Metrics</a></li>
-<li><a href="-/healthy">Health</a></li>
-<li><a href="-/ready">Readiness</a></li>
-<li><a href="logs">Recent events</a> (polls failing and recovering, state changes)</li>
-</ul>
-<p>POST <code>/-/reload</code> (or send SIGHUP) to reload the configuration.</p>
-</body></html>
-"""
+#: Headers of the status page: it loads nothing but itself (see ccwatch.page).
+PAGE_HEADERS: Final = {
+    "Content-Security-Policy": page.CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+API_HEADERS: Final = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+#: The highest ``page`` accepted (a page number beyond the last shows an empty page).
+MAX_PAGE: Final = 1_000_000
+
+T = TypeVar("T")
+
+
+async def stepped(steps: Generator[None, None, T]) -> T:
+    """Run a rendering generator, letting the event loop run polls between its steps."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        await asyncio.sleep(0)
+
+
+def parse_page(value: str | None) -> int:
+    """``page``: a whole number from 1; ValueError otherwise."""
+    if value is None or value == "":
+        return 1
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value[:8]) <= MAX_PAGE:
+        raise ValueError(f"page must be a whole number from 1 to {MAX_PAGE}, not {value[:40]!r}")
+    return int(value)
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -107,8 +130,55 @@ def build_app(exporter: Exporter) -> web.Application:
         body = b"".join(orjson.dumps(e, default=str) + b"\n" for e in events)
         return web.Response(body=body, content_type="application/x-ndjson")
 
-    async def landing(_: web.Request) -> web.Response:
-        return web.Response(text=_LANDING.format(version=__version__), content_type="text/html")
+    async def index(request: web.Request) -> web.Response:
+        """The status page: the overview, one target's jobs, or the jobs of one health."""
+        status = exporter.status()
+        query = request.query
+        try:
+            health = parse_health(query.get("health"))
+            number = parse_page(query.get("page"))
+        except ValueError as exc:
+            return _html(page.not_found(status, str(exc)), 400)
+        target = query.get("target")
+        if target is None and health is None:
+            return _html(await stepped(page.overview(status)))
+        text = await stepped(
+            page.jobs_page(status, target=target, health_filter=health, page=number)
+        )
+        if text is None:
+            return _html(page.not_found(status, f"No target is named {target!r}."), 404)
+        return _html(text)
+
+    async def targets_api(request: web.Request) -> web.StreamResponse:
+        """``/api/v1/targets``, as Prometheus words its own; streamed a chunk at a time."""
+        query = request.query
+        try:
+            health = parse_health(query.get("health"))
+        except ValueError as exc:
+            body = {"status": "error", "errorType": "bad_data", "error": str(exc)}
+            return web.Response(
+                status=400,
+                body=orjson.dumps(body),
+                content_type="application/json",
+                headers=API_HEADERS,
+            )
+        status = exporter.status()
+        response = web.StreamResponse(headers=API_HEADERS)
+        response.content_type = "application/json"
+        await response.prepare(request)
+        for chunk in api_chunks(status, target=query.get("target"), health_filter=health):
+            await response.write(chunk)
+            await asyncio.sleep(0)  # polls run between chunks
+        await response.write_eof()
+        return response
+
+    async def no_icon(_: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    def _html(text: str, status: int = 200) -> web.Response:
+        return web.Response(
+            text=text, status=status, content_type="text/html", headers=PAGE_HEADERS
+        )
 
     app = web.Application()
     handlers: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
@@ -118,7 +188,9 @@ def build_app(exporter: Exporter) -> web.Application:
         ("POST", "/-/reload", reload),
         ("PUT", "/-/reload", reload),
         ("GET", "/logs", recent),
-        ("GET", "/", landing),
+        ("GET", "/", index),
+        ("GET", "/api/v1/targets", targets_api),
+        ("GET", "/favicon.ico", no_icon),
     ]
     for method, path, handler in handlers:
         app.router.add_route(method, path, handler)

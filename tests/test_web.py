@@ -1,5 +1,6 @@
 """The exporter's HTTP server over real sockets: /metrics (text, OpenMetrics, gzip),
-/-/healthy, /-/ready, /-/reload, /logs and the landing page.
+/-/healthy, /-/ready, /-/reload, /logs and the links of the status page (whose content
+is tested in test_status.py).
 
 The daemon polls the ECE simulator, the simplest vendor; what readiness and reloads do
 to the daemon is in test_daemon.py and test_reload.py.
@@ -163,7 +164,7 @@ async def test_healthy_is_200_text_while_not_ready(sim: Sim) -> None:
         assert re.fullmatch(rb"ccwatch is not ready: \d+ of 10 jobs not polled yet\n", body)
 
 
-async def test_landing_page_links_to_metrics_and_logs(sim: Sim) -> None:
+async def test_the_status_page_links_to_metrics_logs_and_the_api(sim: Sim) -> None:
     async with daemon(ece_config(sim)) as d:
         status, headers, body = await request(d, "GET", "/")
         assert status == 200
@@ -171,7 +172,7 @@ async def test_landing_page_links_to_metrics_and_logs(sim: Sim) -> None:
         text = body.decode()
         assert __version__ in text
         links = re.findall(r'href="([^"]+)"', text)
-        assert {"metrics", "logs"} <= set(links)
+        assert {"metrics", "logs", "api/v1/targets"} <= set(links)
         # the links are relative to / and lead somewhere (readiness may still be 503)
         for link in set(links) - {"-/ready"}:
             assert (await d.get(f"/{link}"))[0] == 200, link

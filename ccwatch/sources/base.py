@@ -14,6 +14,9 @@ A source module (``ccwatch/sources/<vendor>.py``) provides:
   daemon, handed to ``jobs`` and ``client_factory``, read at scrape time through its
   ``samples()`` and dropped when the target is removed.
 
+A reading may also have a ``describe() -> str`` method: the reading in words for the
+status page (``"4 free chat slots"``); without one, the page words its values.
+
 Readings and states yield samples as data; the core checks them against the families'
 declared labels and renders the text. A source never sleeps, retries or catches
 time-outs: the scheduler owns time and failure.

@@ -115,6 +115,9 @@ class AgentAvailability:
     def watched(self) -> Mapping[str, str]:
         return _NOTHING
 
+    def describe(self) -> str:
+        return "agent available" if self.available else "no agent available"
+
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
@@ -125,6 +128,9 @@ class Capacity:
 
     def watched(self) -> Mapping[str, str]:
         return _NOTHING
+
+    def describe(self) -> str:
+        return f"{self.available_slots} free chat slot{'' if self.available_slots == 1 else 's'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +147,9 @@ class SessionStatus:
     def watched(self) -> Mapping[str, str]:
         return _NOTHING
 
+    def describe(self) -> str:
+        return f"queue depth {self.queue_depth}, estimated wait {self.wait_time_seconds:g}s"
+
 
 @dataclass(frozen=True, slots=True)
 class Eligibility:
@@ -151,6 +160,9 @@ class Eligibility:
 
     def watched(self) -> Mapping[str, str]:
         return {"eligibility": self.state}
+
+    def describe(self) -> str:
+        return f"eligibility: {self.state}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +180,13 @@ class ChatAllowed:
             "chat_allowed": "true" if self.allowed else "false",
             "blocked_reason": self.reason or "",
         }
+
+    def describe(self) -> str:
+        if self.allowed:
+            return "chat allowed"
+        if self.raw_reason is not None and self.raw_reason != self.reason:
+            return f"chat blocked: {self.reason} ({self.raw_reason!r} as sent)"
+        return f"chat blocked: {self.reason}"
 
 
 # --------------------------------------------------------------------------- parsers

@@ -1,0 +1,41 @@
+"""What the benchmarks share: free ports, the simulator in a child process, RSS."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def simulator(port: int, first: int, count: int) -> None:
+    """The ECE simulator with entry points ``first`` .. ``first + count - 1`` (a child
+    process's target: its CPU is not the benchmark's)."""
+    from ccwatch.simulator import run_simulator
+
+    asyncio.run(
+        run_simulator("127.0.0.1", port, ece_entry_points=range(first, first + count), tick=0)
+    )
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def wait_port(port: int) -> None:
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
