@@ -33,6 +33,7 @@ test: lint unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/poll_throughput.py
+	$(BIN)/python bench/status_page.py
 	cd bench && ../$(BIN)/python bare_client.py
 
 # the README's picture of the status page (needs Chromium: apt-get install chromium)

@@ -15,7 +15,7 @@ nothing else.
 
 Rendering is a generator (``Generator[None, None, str]``) that yields after every
 :data:`~ccwatch.status.STEP_JOBS` jobs walked; the web layer runs the event loop in
-between (see :func:`ccwatch.web.stepped`).
+between once the steps add up to a few milliseconds (see :func:`ccwatch.web.stepped`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from ccwatch.status import (
 
 #: Jobs on one page (the overview's failing jobs, a target's page).
 PAGE_ROWS: Final = 500
+#: Table rows rendered between two steps of a page's generator.
+ROW_STEP: Final = 50
 #: Events on the overview, newest first.
 EVENTS: Final = 20
 #: Seconds between two reloads of the page when auto-refresh is on.
@@ -321,7 +323,12 @@ def overview(status: Status) -> Generator[None, None, str]:
     body = [_tiles(totals)]
     if failing_total:
         body.append(f"<h2>Failing jobs ({failing_total})</h2>{_FILTER}")
-        rows = "".join(_failing_row(job, status) for job in failing)
+        rows_list: list[str] = []
+        for index, job in enumerate(failing, 1):
+            rows_list.append(_failing_row(job, status))
+            if index % ROW_STEP == 0:
+                yield
+        rows = "".join(rows_list)
         body.append(
             f'<table class="filterable" id="failing">{_FAILING_HEAD}<tbody>{rows}</tbody></table>'
         )
@@ -343,7 +350,7 @@ def overview(status: Status) -> Generator[None, None, str]:
     )
     for index, (group, counts) in enumerate(per_target, 1):
         body.append(_target_row(group, counts, status))
-        if index % PAGE_ROWS == 0:
+        if index % ROW_STEP == 0:
             yield
     body.append("</tbody></table>")
     events = list(status.events)[-EVENTS:]
@@ -423,7 +430,12 @@ def jobs_page(
     body.append(f'<p class="pager">show: {" · ".join(filters)}</p>')
     body.append(_pager(page, pages, **query))
     body.append(_FILTER)
-    rows = "".join(_job_row(job, status, source, target is None) for job, source in shown)
+    rows_list: list[str] = []
+    for index, (job, source) in enumerate(shown, 1):
+        rows_list.append(_job_row(job, status, source, target is None))
+        if index % ROW_STEP == 0:
+            yield
+    rows = "".join(rows_list)
     body.append(
         f'<table class="filterable" id="jobs">{_job_head(target is None)}<tbody>{rows}'
         "</tbody></table>"

@@ -7,8 +7,8 @@ both read it through the helpers below, so they always agree.
 
 Both work in steps: a generator that walks the jobs yields after every
 :data:`STEP_JOBS` of them (and the API after every :data:`API_STEP_JOBS` it encodes), and
-the web layer lets the event loop run polls in between, so a page over 50,000 jobs never
-holds the loop for more than a few milliseconds at a time.
+the web layer lets the event loop run polls whenever the steps have held it for a few
+milliseconds, so a page over 50,000 jobs never holds the loop for longer than that.
 
 Health, as Prometheus's targets API words it: ``unknown`` before a job's first poll,
 ``down`` while its last poll failed or its values are too old to serve (``stale``: the
@@ -35,12 +35,12 @@ HEALTH_UNKNOWN: Final = "unknown"
 HEALTHS: Final = (HEALTH_UP, HEALTH_DOWN, HEALTH_UNKNOWN)
 #: The reason shown for a job whose last poll succeeded but whose values went stale.
 REASON_STALE: Final = "stale"
-#: Jobs walked (counted, filtered) between two chances for the event loop to run: a
-#: millisecond or two of work.
-STEP_JOBS: Final = 10_000
-#: Jobs encoded as JSON between two chances for the event loop to run (and one chunk of
-#: the API's answer): a few milliseconds of work, a few hundred kilobytes.
-API_STEP_JOBS: Final = 500
+#: Jobs walked (counted, filtered) between two steps of a rendering generator: well under
+#: a millisecond of work. The web layer lets polls run once a few steps have added up to
+#: :data:`ccwatch.web.STEP_SECONDS`.
+STEP_JOBS: Final = 1000
+#: Jobs encoded as JSON between two steps of the API's answer (and at most one chunk).
+API_STEP_JOBS: Final = 100
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ page at / and /api/v1/targets."""
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any, Final, Protocol, TypeVar, cast
@@ -53,14 +54,22 @@ MAX_PAGE: Final = 1_000_000
 T = TypeVar("T")
 
 
-async def stepped(steps: Generator[None, None, T]) -> T:
-    """Run a rendering generator, letting the event loop run polls between its steps."""
+#: The longest a page or an API answer holds the event loop before letting polls run.
+STEP_SECONDS: Final = 0.005
+
+
+async def stepped(steps: Generator[None, None, T], budget: float = STEP_SECONDS) -> T:
+    """Run a rendering generator, letting the event loop run polls whenever it has held
+    the loop for ``budget`` seconds (checked at each of its steps)."""
+    started = time.perf_counter()
     while True:
         try:
             next(steps)
         except StopIteration as stop:
             return cast(T, stop.value)
-        await asyncio.sleep(0)
+        if time.perf_counter() - started >= budget:
+            await asyncio.sleep(0)
+            started = time.perf_counter()
 
 
 def parse_page(value: str | None) -> int:
@@ -166,9 +175,17 @@ def build_app(exporter: Exporter) -> web.Application:
         response = web.StreamResponse(headers=API_HEADERS)
         response.content_type = "application/json"
         await response.prepare(request)
+        # chunks are written (and polls run) whenever the loop has been held STEP_SECONDS
+        pending: list[bytes] = []
+        started = time.perf_counter()
         for chunk in api_chunks(status, target=query.get("target"), health_filter=health):
-            await response.write(chunk)
-            await asyncio.sleep(0)  # polls run between chunks
+            pending.append(chunk)
+            if time.perf_counter() - started >= STEP_SECONDS:
+                await response.write(b"".join(pending))
+                pending = []
+                await asyncio.sleep(0)
+                started = time.perf_counter()
+        await response.write(b"".join(pending))
         await response.write_eof()
         return response
 
