@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.browser import chromium_path
+from tests.harness import Sim, simulator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -32,3 +34,11 @@ def chromium() -> str:
             pytest.fail(f"CI must have a browser: {reason}")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Sim]:
+    """The vendor simulator on a free port of 127.0.0.1, evolution off (some test files
+    define their own, with other options)."""
+    async with simulator() as running:
+        yield running

@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Generator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lxml import html as lxml_html
 
 from ccwatch import page
@@ -37,12 +36,6 @@ EVIL_TARGET = 'ece<script>alert("name")</script>&co'
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 #: a past time on the page: HH:MM:SS (UTC) and how long ago
 PAST = re.compile(r"\d\d:\d\d:\d\d \((now|[\dhms]+ ago)\)")
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    async with simulator() as s:
-        yield s
 
 
 async def get(d: Running, path: str) -> tuple[int, dict[str, str], str]:

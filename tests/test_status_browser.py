@@ -8,22 +8,12 @@ browser (a Content-Security-Policy violation would be one).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from tests.browser import browser
-from tests.harness import Scrape, Sim, daemon, ece_config, simulator
+from tests.harness import Scrape, Sim, daemon, ece_config
 
 #: markup that would set ``window.pwned`` if the page let it run
 EVIL_TYPE = "text/<script>window.pwned=1</script>"
 EVIL_TARGET = 'ece<img src=x onerror="window.pwned=2"><script>window.pwned=3</script>'
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    async with simulator() as s:
-        yield s
 
 
 def settled(s: Scrape) -> bool:
