@@ -46,10 +46,13 @@ USER 65532:65532
 
 EXPOSE 9865
 
-# The exporter listens on 0.0.0.0:9865 unless the config or --web.listen-address says
-# otherwise; change this URL (or the orchestrator's own probe) if you move it.
+# `ccwatch healthcheck` GETs /-/healthy on 127.0.0.1 at the port of the config's listen
+# address (default 9865), over https when the web config sets tls_server_config; any HTTP
+# answer (a 401 too) passes. It reads /etc/ccwatch/ccwatch.yml (and the CCWATCH_* overrides)
+# for web.listen_address and web.config_file: a --web.listen-address or --web.config.file
+# given to `run` only must be repeated here (docker run --health-cmd, compose healthcheck).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:9865/-/healthy', timeout=4)"]
+    CMD ["ccwatch", "healthcheck"]
 
 # ccwatch is PID 1 and handles the signals itself: SIGTERM/SIGINT stop it gracefully
 # (exit 0), SIGHUP reloads the configuration.

@@ -9,13 +9,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import structlog
-
-from ccwatch import __version__, logs
-from ccwatch.config import DEFAULT_CONFIG_PATH, split_listen_address
+from ccwatch import __version__
 from ccwatch.errors import ConfigError
-from ccwatch.probe import DEFAULT_BODY_LIMIT
-from ccwatch.sources import all_subject_labels, load_config
+
+# Everything heavier (pydantic, aiohttp, the sources) is imported by the command that
+# needs it: ``ccwatch healthcheck`` runs every 30 s in a container and must stay cheap.
 
 
 def _subject(value: str) -> tuple[str, str]:
@@ -31,7 +29,17 @@ def _byte_count(value: str) -> int:
     return int(value)
 
 
+def _bcrypt_cost(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or not 4 <= int(value) <= 31:
+        raise argparse.ArgumentTypeError(f"expected a cost from 4 to 31: {value!r}")
+    return int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
+    from ccwatch.config import DEFAULT_CONFIG_PATH
+    from ccwatch.probe import DEFAULT_BODY_LIMIT
+    from ccwatch.sources import all_subject_labels
+
     parser = argparse.ArgumentParser(
         prog="ccwatch",
         description="Watch contact-center availability and export it to Prometheus.",
@@ -65,10 +73,48 @@ def _parser() -> argparse.ArgumentParser:
         dest="listen_address",
         help="HOST:PORT to serve /metrics on (overrides web.listen_address)",
     )
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="web configuration file: TLS, basic auth, headers, in the Prometheus "
+        "exporter-toolkit format (overrides web.config_file)",
+    )
     log_flags(run)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
+    check.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="also validate this web configuration file (TLS, basic auth, headers; "
+        "the exporter-toolkit format), loading its certificate and key",
+    )
+
+    hash_password = sub.add_parser(
+        "hash-password",
+        help="print the bcrypt hash of a password, for the web config's basic_auth_users",
+        description=(
+            "Print the bcrypt hash of a password for basic_auth_users in the web "
+            "configuration file. On a terminal the password is asked for twice; otherwise "
+            "one line is read from standard input (without its line ending)."
+        ),
+    )
+    hash_password.add_argument(
+        "--cost",
+        type=_bcrypt_cost,
+        default=10,
+        help="bcrypt cost, 4 to 31: each step doubles the time a check takes (default %(default)s)",
+    )
+
+    # listed here; parsed by ccwatch.healthcheck (see main)
+    sub.add_parser(
+        "healthcheck",
+        add_help=False,
+        help="exit 0 if the local ccwatch answers on /-/healthy (for a container "
+        "HEALTHCHECK); see 'ccwatch healthcheck --help'",
+    )
 
     sim = sub.add_parser("simulate", help="run the vendor API simulator")
     sim.add_argument("--listen", default="127.0.0.1:9866", help="HOST:PORT (default %(default)s)")
@@ -157,24 +203,52 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_config(path: str) -> int:
-    from ccwatch.daemon import build_jobs
+def _check_config(path: str, web_config_file: str | None = None) -> int:
+    """The main config, and the web config (the flag's, else the main config's
+    ``web.config_file``)."""
+    from ccwatch.daemon import build_jobs, web_config_path
     from ccwatch.http import HttpClient
+    from ccwatch.sources import load_config
 
+    status = 0
     try:
         config = load_config(path)
     except ConfigError as exc:
         print(f"{path}: invalid configuration", file=sys.stderr)
         for line in exc.errors:
             print(f"  {line}", file=sys.stderr)
+        status = 1
+    else:
+        jobs = build_jobs(config, HttpClient())
+        print(f"{path}: OK ({len(config.targets)} targets, {len(jobs)} poll jobs)")
+        web_config_file = web_config_path(config, path, web_config_file)
+    if web_config_file is not None:
+        status = max(status, _check_web_config(web_config_file))
+    return status
+
+
+def _check_web_config(path: str) -> int:
+    from ccwatch.webconfig import load_web_config
+
+    try:
+        web = load_web_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid web configuration", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
         return 1
-    jobs = build_jobs(config, HttpClient())
-    print(f"{path}: OK ({len(config.targets)} targets, {len(jobs)} poll jobs)")
+    print(f"{path}: OK ({web.summary()})")
+    for key, message in web.warnings:
+        print(f"  warning: {key}: {message}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ccwatch.daemon import Daemon
+    import structlog
+
+    from ccwatch import logs
+    from ccwatch.daemon import Daemon, load_web
+    from ccwatch.sources import load_config
 
     logs.configure(args.log_level or "info", args.log_format or "auto")
     log = structlog.get_logger("ccwatch")
@@ -190,9 +264,20 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("flag_invalid", flag="--web.listen-address", error=str(exc))
         return 1
+    try:
+        web = load_web(config, args.config_file, args.web_config_file)
+    except ConfigError as exc:
+        log.error("web_config_invalid", errors=exc.errors)
+        return 1
     if args.log_level is None or args.log_format is None:
         logs.configure(args.log_level or config.log.level, args.log_format or config.log.format)
-    daemon = Daemon(config, config_path=args.config_file, listen_address=args.listen_address)
+    daemon = Daemon(
+        config,
+        config_path=args.config_file,
+        listen_address=args.listen_address,
+        web_config=web,
+        web_config_flag=args.web_config_file,
+    )
     try:
         asyncio.run(daemon.run())
     except OSError as exc:
@@ -202,6 +287,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from ccwatch import logs
+    from ccwatch.config import split_listen_address
     from ccwatch.simulator import run_simulator
 
     logs.configure(args.log_level or "info", args.log_format or "auto")
@@ -220,6 +307,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    from ccwatch import logs
     from ccwatch.probe import Filters, run_probe
 
     logs.configure("warning", "auto")
@@ -242,6 +330,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from ccwatch import logs
     from ccwatch.demo import run_demo
 
     logs.configure(args.log_level or "info", args.log_format or "auto")
@@ -250,9 +339,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["healthcheck"]:
+        from ccwatch.healthcheck import main as healthcheck
+
+        return healthcheck(arguments[1:])
+    args = _parser().parse_args(arguments)
     if args.command == "check-config":
-        return _check_config(args.file)
+        return _check_config(args.file, args.web_config_file)
+    if args.command == "hash-password":
+        from ccwatch.webconfig import hash_password_command
+
+        return hash_password_command(args.cost)
     if args.command == "run":
         return _run(args)
     if args.command == "simulate":

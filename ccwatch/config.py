@@ -27,6 +27,7 @@ from pydantic import (
     PlainSerializer,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -233,6 +234,21 @@ class TargetConfig(StrictModel):
 
 class WebConfig(StrictModel):
     listen_address: ListenAddress = DEFAULT_LISTEN_ADDRESS
+    #: The web configuration file (TLS, basic auth, headers) in the Prometheus
+    #: exporter-toolkit format; relative to this file's directory. ``--web.config.file``
+    #: overrides it.
+    config_file: str | None = Field(default=None, min_length=1)
+    #: Paths served without basic auth (exact paths, e.g. ``/-/healthy``); TLS still
+    #: applies to them.
+    public_paths: list[str] = Field(default_factory=list)
+
+    @field_validator("public_paths")
+    @classmethod
+    def _absolute_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/") or any(c in path for c in "?# "):
+                raise ValueError(f"{path!r} is not a path like /-/healthy (no query, no blanks)")
+        return value
 
 
 class Defaults(StrictModel):
@@ -431,3 +447,33 @@ def load_config(path: str | os.PathLike[str], model: type[ConfigBase]) -> Config
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
     return parse_config(data, model, origin=str(path))
+
+
+# --------------------------------------------------------------------------- other files
+
+# Shared with ccwatch.webconfig (the --web.config.file file), so that its errors read as
+# this file's do.
+
+
+def format_validation_errors(exc: ValidationError) -> list[str]:
+    """One ``key.path: problem`` line per error of any model, as :func:`load_config` writes
+    them (``targets[0].url: ...``, ``bogus: unknown key``)."""
+    return _format_errors(exc, set())
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Read and parse a YAML file with the safe loader; :class:`ConfigError` as
+    :func:`load_config` raises for an unreadable file or invalid YAML."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: cannot read: not UTF-8 text"]) from None
+    try:
+        return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import os
 import signal
@@ -39,6 +40,8 @@ from ccwatch.sources import SOURCES, all_subject_labels, load_config
 from ccwatch.sources.base import SourceState
 from ccwatch.status import Status
 from ccwatch.web import build_app
+from ccwatch.webauth import BasicAuth, RateLimit, WebSecurity
+from ccwatch.webconfig import LoadedWebConfig, load_web_config
 
 log = structlog.get_logger("ccwatch")
 
@@ -204,6 +207,62 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def web_config_path(
+    config: ConfigBase, config_path: str | Path | None, flag: str | None
+) -> str | None:
+    """The web config file to use: ``--web.config.file``, else ``web.config_file``
+    (relative to the main config file's directory), else none."""
+    if flag:
+        return flag
+    name = config.web.config_file
+    if name is None:
+        return None
+    if config_path is not None and not os.path.isabs(name):
+        return os.path.join(os.path.dirname(os.path.abspath(config_path)), name)
+    return name
+
+
+def load_web(
+    config: ConfigBase, config_path: str | Path | None, flag: str | None
+) -> LoadedWebConfig | None:
+    """The web config the daemon starts with (ConfigError with key paths if invalid)."""
+    path = web_config_path(config, config_path, flag)
+    return load_web_config(path) if path is not None else None
+
+
+def web_security(web_config: LoadedWebConfig | None, public_paths: list[str]) -> WebSecurity:
+    """What the web layer enforces for ``web_config``."""
+    if web_config is None:
+        return WebSecurity()
+    limit = web_config.rate_limit
+    return WebSecurity(
+        auth=BasicAuth(web_config.users) if web_config.users else None,
+        public_paths=frozenset(public_paths),
+        headers=dict(web_config.headers),
+        allowed_sans=web_config.tls.allowed_sans if web_config.tls is not None else frozenset(),
+        rate_limit=RateLimit(*limit) if limit is not None else None,
+    )
+
+
+def log_web_config(web_config: LoadedWebConfig | None, *, startup: bool = False) -> None:
+    """One line on the web config in use (its path and the user names, nothing secret),
+    and at startup one warning per setting Python's ssl honours only approximately."""
+    if web_config is None:
+        if startup:
+            log.info("web_config", tls=False, basic_auth=False)
+        return
+    log.info(
+        "web_config",
+        file=web_config.path,
+        tls=web_config.tls is not None,
+        basic_auth_users=sorted(web_config.users),
+        headers=sorted(web_config.headers),
+    )
+    if startup:
+        for key, message in web_config.warnings:
+            log.warning("web_config_approximated", key=key, detail=message)
+
+
 class Daemon:
     """One running ccwatch: config, HTTP client, scheduler, metric store and web server."""
 
@@ -213,10 +272,17 @@ class Daemon:
         *,
         config_path: str | Path | None = None,
         listen_address: str | None = None,
+        web_config: LoadedWebConfig | None = None,
+        web_config_flag: str | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.listen_address = listen_address or config.web.listen_address
+        #: the web config file in use (TLS, basic auth, headers), and the flag's path,
+        #: which wins over ``web.config_file`` on reload too
+        self.web = web_config
+        self.web_config_flag = web_config_flag
+        self.security = web_security(web_config, config.web.public_paths)
         self.http = HttpClient(max_connections=config.scheduler.max_concurrency)
         self.store = MetricStore()
         for family in core_families(all_subject_labels()):
@@ -324,13 +390,50 @@ class Daemon:
         async with self._reload_lock:
             try:
                 config = load_config(self.config_path)
+                path = web_config_path(config, self.config_path, self.web_config_flag)
+                web_config = load_web_config(path) if path is not None else None
+                self._check_web_change(web_config)
             except ConfigError as exc:
                 self._last_reload_ok = False
                 self._last_reload_error = str(exc)
                 log.error("config_reload_failed", errors=exc.errors)
                 return str(exc)
+            self.apply_web(web_config, config.web.public_paths)
             await self.apply(config)
             return None
+
+    def _check_web_change(self, new: LoadedWebConfig | None) -> None:
+        """A reload cannot switch between HTTP and HTTPS: the listening socket stays."""
+        had_tls = self.web is not None and self.web.tls is not None
+        has_tls = new is not None and new.tls is not None
+        if had_tls != has_tls:
+            raise ConfigError(
+                [
+                    "web config: switching between HTTP and HTTPS takes a restart "
+                    f"(running with{'' if had_tls else 'out'} tls_server_config)"
+                ]
+            )
+
+    def apply_web(self, web_config: LoadedWebConfig | None, public_paths: list[str]) -> None:
+        """Use a newly read web config: basic auth users, headers, public paths, allowed
+        client names and rate limit at once; TLS settings other than the certificate
+        files (which are re-read when they change) take effect on restart."""
+        old = self.web
+        if (
+            old is not None
+            and web_config is not None
+            and old.config.tls_server_config != web_config.config.tls_server_config
+        ):
+            log.warning(
+                "tls_settings_unchanged",
+                detail="tls_server_config changes take effect on restart; the certificate "
+                "and key files are re-read whenever their content changes",
+            )
+        if web_config is not None and old is not None and old.tls is not None:
+            web_config = dataclasses.replace(web_config, tls=old.tls)
+        self.web = web_config
+        self.security.replace_with(web_security(web_config, public_paths))
+        log_web_config(web_config)
 
     async def apply(self, config: ConfigBase) -> None:
         """Swap in a new configuration without stopping the scheduler.
@@ -373,10 +476,20 @@ class Daemon:
             jobs=self.scheduler.job_count,
         )
         self.scheduler.start()
-        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        log_web_config(self.web, startup=True)
+        # always guarded: a reload may add basic auth users to a plain HTTP endpoint
+        app = build_app(self, self.security)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = split_listen_address(self.listen_address)
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        tls = self.web.tls if self.web is not None else None
+        site = web.TCPSite(
+            self._runner,
+            host,
+            port,
+            reuse_address=True,
+            ssl_context=tls.context if tls is not None else None,
+        )
         await site.start()
         self.bound = [
             (str(addr[0]), int(addr[1]))
@@ -392,7 +505,8 @@ class Daemon:
         host, port = self.bound[0]
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
-        return f"http://{host}:{port}/metrics"
+        scheme = "https" if self.web is not None and self.web.tls is not None else "http"
+        return f"{scheme}://{host}:{port}/metrics"
 
     async def stop(self) -> None:
         grace = max((job.timeout for job in self.scheduler.jobs), default=0.0)
@@ -401,6 +515,8 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.http.close()
+        if self.security.auth is not None:
+            self.security.auth.close()
         log.info("stopped", polls=self.scheduler.polls_total)
 
     async def _tune_gc_when_ready(self) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 from ccwatch import page
 from ccwatch.collector import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from ccwatch.status import Status, api_chunks, parse_health
+from ccwatch.webauth import REALM, WebSecurity, peer_names
 
 
 class Exporter(Protocol):
@@ -85,7 +86,43 @@ def wants_openmetrics(accept: str) -> bool:
     return "application/openmetrics-text" in accept
 
 
-def build_app(exporter: Exporter) -> web.Application:
+def _refusal(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=text + "\n", headers=headers)
+
+
+def guard_middleware(security: WebSecurity) -> Any:
+    """Rate limit, client certificate names and basic auth, before any handler runs."""
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        limit = security.rate_limit
+        if limit is not None and not limit.allow():
+            return _refusal(429, "Too Many Requests")
+        if security.allowed_sans:
+            transport = request.transport
+            cert = transport.get_extra_info("peercert") if transport is not None else None
+            if not peer_names(cert) & security.allowed_sans:
+                response = _refusal(403, "Forbidden: client certificate name not allowed")
+                response.force_close()
+                return response
+        auth = security.auth
+        if (
+            auth is not None
+            and request.path not in security.public_paths
+            and not await auth.check(request.headers.get("Authorization"))
+        ):
+            return _refusal(401, "Unauthorized", {"WWW-Authenticate": f'Basic realm="{REALM}"'})
+        return await handler(request)
+
+    return guard
+
+
+def build_app(exporter: Exporter, security: WebSecurity | None = None) -> web.Application:
+    """The app; ``security`` (kept by the caller, changed in place on reload) adds the web
+    config's basic auth, rate limit, allowed client names and headers."""
+
     async def metrics(request: web.Request) -> web.StreamResponse:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         response = web.StreamResponse()
@@ -197,7 +234,15 @@ def build_app(exporter: Exporter) -> web.Application:
             text=text, status=status, content_type="text/html", headers=PAGE_HEADERS
         )
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard_middleware(security)] if security else [])
+    if security is not None:
+
+        async def configured_headers(_: web.Request, response: web.StreamResponse) -> None:
+            # every response, 401s and streamed ones included; configured ones win
+            for name, value in security.headers.items():
+                response.headers[name] = value
+
+        app.on_response_prepare.append(configured_headers)
     handlers: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
         ("GET", "/metrics", metrics),
         ("GET", "/-/healthy", healthy),

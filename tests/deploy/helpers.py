@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from ccwatch import cli, healthcheck
 from ccwatch.config import ConfigBase
 from ccwatch.sources import parse_config
 
@@ -31,6 +34,28 @@ def dev_tool(name: str) -> str:
     found = shutil.which(name)
     assert found, f"{name} not found: install the dev dependencies (pip install -e '.[dev]')"
     return found
+
+
+def cli_accepts(*argv: str) -> bool:
+    """Whether ccwatch's command line parses ``argv`` (``run --web.config.file=F``, ...)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            if argv[:1] == ("healthcheck",):  # parsed by its own light module
+                healthcheck.parser().parse_args(list(argv[1:]))
+            else:
+                cli._parser().parse_args(list(argv))
+        except SystemExit:
+            return False
+    return True
+
+
+def require_cli(*argv: str) -> None:
+    """Fail unless ccwatch's command line parses ``argv``.
+
+    For the tests that run the web-config commands and flags (``ccwatch healthcheck``,
+    ``--web.config.file``) that the deploy files use against ccwatch itself.
+    """
+    assert cli_accepts(*argv), f"ccwatch does not accept: ccwatch {' '.join(argv)}"
 
 
 def secret_files(node: Any) -> list[str]:
@@ -77,3 +102,57 @@ def with_stand_in_files(data: Any, tmp_path: Path) -> Any:
 def parse_with_secrets(data: Any, tmp_path: Path, origin: str) -> ConfigBase:
     """Validate a deployment's config with ccwatch's own parser (see with_stand_in_files)."""
     return parse_config(with_stand_in_files(data, tmp_path), origin=origin)
+
+
+# --------------------------------------------------------------------------- web config
+
+#: The keys of a web config file (exporter-toolkit's docs/web-configuration.md).
+WEB_CONFIG_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"}
+TLS_SERVER_KEYS = {
+    "cert",
+    "key",
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca",
+    "client_ca_file",
+    "client_allowed_sans",
+    "min_version",
+    "max_version",
+    "cipher_suites",
+    "prefer_server_cipher_suites",
+    "curve_preferences",
+}
+HTTP_SERVER_KEYS = {"http2", "headers"}
+#: The response headers exporter-toolkit lets a web config set.
+WEB_HEADERS = {
+    "Content-Security-Policy",
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "X-XSS-Protection",
+}
+#: client_auth_type values ccwatch serves (it refuses RequestClientCert and
+#: RequireAnyClientCert: a certificate nobody verifies proves nothing).
+CLIENT_AUTH_TYPES = {"NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"}
+
+
+def check_web_config(data: Any) -> dict[str, Any]:
+    """A deployment's web config: known keys only, TLS from files, a TLS 1.2+ floor."""
+    assert isinstance(data, dict)
+    assert set(data) <= WEB_CONFIG_KEYS, set(data) - WEB_CONFIG_KEYS
+    tls = data["tls_server_config"]
+    assert set(tls) <= TLS_SERVER_KEYS, set(tls) - TLS_SERVER_KEYS
+    assert tls["cert_file"]
+    assert tls["key_file"]
+    assert tls.get("min_version", "TLS12") in ("TLS12", "TLS13")
+    client_auth = tls.get("client_auth_type", "NoClientCert")
+    assert client_auth in CLIENT_AUTH_TYPES, client_auth
+    if client_auth != "NoClientCert":
+        assert tls["client_ca_file"], "client certificates are verified against a CA"
+    http = data.get("http_server_config", {})
+    assert set(http) <= HTTP_SERVER_KEYS, set(http) - HTTP_SERVER_KEYS
+    assert set(http.get("headers", {})) <= WEB_HEADERS
+    users = data.get("basic_auth_users", {})
+    assert all(isinstance(u, str) and isinstance(h, str) for u, h in users.items())
+    return data

