@@ -1,4 +1,5 @@
-"""What the benchmarks share: free ports, the simulator in a child process, RSS."""
+"""What the benchmarks share: free ports, the simulator in a child process, RSS, and a
+ticker that measures the event loop's lateness."""
 
 from __future__ import annotations
 
@@ -39,3 +40,28 @@ async def wait_port(port: int) -> None:
         except OSError:
             await asyncio.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Ticker:
+    """The worst lateness of a 1 ms sleep on the running loop, while in the ``with``: the
+    longest any poll could have waited for the loop."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(0.001)
+            self.worst = max(self.worst, loop.time() - t0 - 0.001)
+
+    def __enter__(self) -> Ticker:
+        self.worst = 0.0
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()

@@ -34,7 +34,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import aiohttp
-from _common import free_port, rss_mb, simulator, wait_port
+from _common import Ticker, free_port, rss_mb, simulator, wait_port
 
 from ccwatch import logs, page
 from ccwatch.daemon import Daemon, tune_gc
@@ -75,30 +75,6 @@ def _timed(repeat: int, run: Callable[[], Any]) -> dict[str, float | int]:
         "max_ms": round(max(times) * 1000, 1),
         "bytes": size,
     }
-
-
-class Ticker:
-    """The worst lateness of a 1 ms sleep on the loop: how long polls could have waited."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t0 = loop.time()
-            await asyncio.sleep(0.001)
-            self.worst = max(self.worst, loop.time() - t0 - 0.001)
-
-    def __enter__(self) -> Ticker:
-        self.worst = 0.0
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
