@@ -61,6 +61,21 @@ def _parser() -> argparse.ArgumentParser:
             help="auto: JSON lines unless stderr is a terminal",
         )
 
+    def shard_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--shard",
+            metavar="S",
+            help="this process's shard: an ordinal from 0, or a StatefulSet pod name "
+            "ending in -<ordinal> (overrides CCWATCH_SHARDING__SHARD and sharding.shard)",
+        )
+        p.add_argument(
+            "--total-shards",
+            dest="total_shards",
+            metavar="N",
+            help="how many shards share the configuration (overrides "
+            "CCWATCH_SHARDING__TOTAL_SHARDS and sharding.total_shards; default 1)",
+        )
+
     run = sub.add_parser("run", help="run the exporter")
     run.add_argument(
         "--config.file",
@@ -80,10 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         help="web configuration file: TLS, basic auth, headers, in the Prometheus "
         "exporter-toolkit format (overrides web.config_file)",
     )
+    shard_flags(run)
     log_flags(run)
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
+    shard_flags(check)
     check.add_argument(
         "--web.config.file",
         dest="web_config_file",
@@ -203,10 +220,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_config(path: str, web_config_file: str | None = None) -> int:
+def _check_config(
+    path: str,
+    web_config_file: str | None = None,
+    shard_flags: tuple[str | None, str | None] = (None, None),
+) -> int:
     """The main config, and the web config (the flag's, else the main config's
-    ``web.config_file``)."""
-    from ccwatch.daemon import build_jobs, web_config_path
+    ``web.config_file``); with sharding, what this shard would own."""
+    from ccwatch.daemon import build_jobs, resolve_sharding, web_config_path
     from ccwatch.http import HttpClient
     from ccwatch.sources import load_config
 
@@ -219,8 +240,23 @@ def _check_config(path: str, web_config_file: str | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         status = 1
     else:
-        jobs = build_jobs(config, HttpClient())
-        print(f"{path}: OK ({len(config.targets)} targets, {len(jobs)} poll jobs)")
+        try:
+            sharding = resolve_sharding(config, shard_flags)
+        except ConfigError as exc:
+            print(f"{path}: invalid sharding", file=sys.stderr)
+            for line in exc.errors:
+                print(f"  {line}", file=sys.stderr)
+            return 1
+        if sharding.total > 1:
+            jobs = build_jobs(config, HttpClient(), sharding)
+            owned = len({job.target for job in jobs})
+            print(
+                f"{path}: OK; {sharding}: {owned} of {len(config.targets)} targets, "
+                f"{len(jobs)} of {len(build_jobs(config, HttpClient()))} poll jobs"
+            )
+        else:
+            jobs = build_jobs(config, HttpClient())
+            print(f"{path}: OK ({len(config.targets)} targets, {len(jobs)} poll jobs)")
         web_config_file = web_config_path(config, path, web_config_file)
     if web_config_file is not None:
         status = max(status, _check_web_config(web_config_file))
@@ -247,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     import structlog
 
     from ccwatch import logs
-    from ccwatch.daemon import Daemon, load_web
+    from ccwatch.daemon import Daemon, load_web, resolve_sharding
     from ccwatch.sources import load_config
 
     logs.configure(args.log_level or "info", args.log_format or "auto")
@@ -269,6 +305,12 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("web_config_invalid", errors=exc.errors)
         return 1
+    shard_flags = (args.shard, args.total_shards)
+    try:
+        resolve_sharding(config, shard_flags)
+    except ConfigError as exc:
+        log.error("sharding_invalid", errors=exc.errors)
+        return 1
     if args.log_level is None or args.log_format is None:
         logs.configure(args.log_level or config.log.level, args.log_format or config.log.format)
     daemon = Daemon(
@@ -277,6 +319,7 @@ def _run(args: argparse.Namespace) -> int:
         listen_address=args.listen_address,
         web_config=web,
         web_config_flag=args.web_config_file,
+        shard_flags=shard_flags,
     )
     try:
         asyncio.run(daemon.run())
@@ -346,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return healthcheck(arguments[1:])
     args = _parser().parse_args(arguments)
     if args.command == "check-config":
-        return _check_config(args.file, args.web_config_file)
+        return _check_config(args.file, args.web_config_file, (args.shard, args.total_shards))
     if args.command == "hash-password":
         from ccwatch.webconfig import hash_password_command
 

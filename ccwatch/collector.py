@@ -121,6 +121,8 @@ POLL_ERRORS = "ccwatch_poll_errors_total"
 POLL_INTERVAL = "ccwatch_poll_interval_seconds"
 BUILD_INFO = "ccwatch_build_info"
 JOBS = "ccwatch_jobs"
+SHARD_ORDINAL = "ccwatch_shard_ordinal"
+TOTAL_SHARDS = "ccwatch_total_shards"
 POLLS_IN_FLIGHT = "ccwatch_polls_in_flight"
 POLLS_DELAYED = "ccwatch_polls_delayed_total"
 CONFIG_LAST_RELOAD_SUCCESS = "ccwatch_config_last_reload_successful"
@@ -164,7 +166,9 @@ def core_families(subject_labels: tuple[str, ...]) -> list[Family]:
             "ccwatch build information; always 1.",
             ("version", "python_version"),
         ),
-        Family(JOBS, "gauge", "Poll jobs configured, by source.", ("source",)),
+        Family(JOBS, "gauge", "Poll jobs of this shard, by source.", ("source",)),
+        Family(SHARD_ORDINAL, "gauge", "This process's shard, from 0 (0 when not sharded).", ()),
+        Family(TOTAL_SHARDS, "gauge", "How many shards share the configuration (1: none).", ()),
         Family(POLLS_IN_FLIGHT, "gauge", "Polls in flight at the time of the scrape.", ()),
         Family(
             POLLS_DELAYED,

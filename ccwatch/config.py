@@ -263,6 +263,15 @@ class SchedulerConfig(StrictModel):
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
 
 
+class ShardingConfig(StrictModel):
+    """``sharding:``: this process's share of the jobs (see :mod:`ccwatch.sharding`);
+    ``--shard``/``--total-shards`` and the environment win over it."""
+
+    #: an ordinal, or a StatefulSet pod name ending in ``-<ordinal>``
+    shard: int | str = 0
+    total_shards: int = Field(default=1, ge=1, le=10_000)
+
+
 class LogConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -278,6 +287,7 @@ class ConfigBase(BaseSettings):
     web: WebConfig = WebConfig()
     defaults: Defaults = Defaults()
     scheduler: SchedulerConfig = SchedulerConfig()
+    sharding: ShardingConfig = ShardingConfig()
     log: LogConfig = LogConfig()
     targets: Sequence[TargetConfig] = Field(min_length=1)
 

@@ -23,6 +23,8 @@ from ccwatch.collector import (
     JOBS,
     POLLS_DELAYED,
     POLLS_IN_FLIGHT,
+    SHARD_ORDINAL,
+    TOTAL_SHARDS,
     JobRenderer,
     MetricStore,
     build_info_fragment,
@@ -36,6 +38,8 @@ from ccwatch.errors import ConfigError
 from ccwatch.http import HttpClient
 from ccwatch.page import EVENTS
 from ccwatch.scheduler import Job, Scheduler, TargetGroup
+from ccwatch.sharding import Sharding
+from ccwatch.sharding import resolve as sharding_resolve
 from ccwatch.sources import SOURCES, all_subject_labels, load_config
 from ccwatch.sources.base import SourceState
 from ccwatch.status import Status
@@ -44,16 +48,20 @@ from ccwatch.webauth import BasicAuth, RateLimit, WebSecurity
 from ccwatch.webconfig import LoadedWebConfig, load_web_config
 
 log = structlog.get_logger("ccwatch")
+#: Not sharded: shard 0 of 1 owns every job.
+UNSHARDED = Sharding()
 
 
-def target_shape(config: ConfigBase, target: TargetConfig) -> tuple[object, ...]:
+def target_shape(
+    config: ConfigBase, target: TargetConfig, sharding: Sharding = UNSHARDED
+) -> tuple[object, ...]:
     """What a target's jobs are built from; an equal shape keeps the running jobs.
 
     Secrets from ``*_file`` keys are in the config itself (read at load); TLS files are
     read when the client is made, so their size and modification time are part of the
     shape: a rotated certificate followed by a reload takes effect.
     """
-    return (target, config.max_response_size_of(target), _tls_file_stamps(target))
+    return (target, config.max_response_size_of(target), _tls_file_stamps(target), sharding)
 
 
 def _tls_file_stamps(target: TargetConfig) -> tuple[tuple[str, int, int], ...]:
@@ -106,9 +114,13 @@ def target_states(config: ConfigBase, running: Mapping[str, tuple[str, SourceSta
 
 
 def build_group(
-    config: ConfigBase, target: TargetConfig, http: HttpClient, state: SourceState | None = None
+    config: ConfigBase,
+    target: TargetConfig,
+    http: HttpClient,
+    state: SourceState | None = None,
+    sharding: Sharding = UNSHARDED,
 ) -> TargetGroup:
-    """One target's poll jobs (ids are given by the scheduler)."""
+    """One target's poll jobs that this shard owns (ids are given by the scheduler)."""
     subject_labels = all_subject_labels()
     source = SOURCES[target.source]
     client = http.for_target(
@@ -135,12 +147,13 @@ def build_group(
             max_retry_after=max_retry_after,
         )
         for spec in source.jobs(target, client, state)
+        if sharding.owns(target.name, spec.subject)
     ]
     return TargetGroup(
         target.name,
         url=target.url,
         source=source.name,
-        shape=target_shape(config, target),
+        shape=target_shape(config, target, sharding),
         timing=timing,
         jobs=jobs,
     )
@@ -151,6 +164,7 @@ def build_groups(
     http: HttpClient,
     running: Mapping[str, TargetGroup] | None = None,
     states: States | None = None,
+    sharding: Sharding = UNSHARDED,
 ) -> list[TargetGroup]:
     """Every configured target's group.
 
@@ -163,7 +177,7 @@ def build_groups(
         states = target_states(config, {})
     for target in config.targets:
         old = running.get(target.name) if running is not None else None
-        if old is not None and old.shape == target_shape(config, target):
+        if old is not None and old.shape == target_shape(config, target, sharding):
             timing = target_timing(config, target)
             if old.timing == timing:
                 groups.append(old)
@@ -180,13 +194,15 @@ def build_groups(
                 )
         else:
             held = states.get(target.name)
-            groups.append(build_group(config, target, http, held[1] if held else None))
+            group = build_group(config, target, http, held[1] if held else None, sharding)
+            if group.jobs:  # a target none of whose subjects is this shard's is left out
+                groups.append(group)
     return groups
 
 
-def build_jobs(config: ConfigBase, http: HttpClient) -> list[Job]:
+def build_jobs(config: ConfigBase, http: HttpClient, sharding: Sharding = UNSHARDED) -> list[Job]:
     """Every poll job of every configured target."""
-    return [job for group in build_groups(config, http) for job in group.jobs]
+    return [job for group in build_groups(config, http, sharding=sharding) for job in group.jobs]
 
 
 #: Allocations between two young-generation collections. Each poll allocates a few
@@ -205,6 +221,19 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def resolve_sharding(
+    config: ConfigBase, flags: tuple[str | None, str | None] = (None, None)
+) -> Sharding:
+    """This process's shard: ``--shard``/``--total-shards``, else the environment, else
+    the config's ``sharding:`` (ConfigError when out of range)."""
+    return sharding_resolve(
+        config.sharding.shard,
+        config.sharding.total_shards,
+        flag_shard=flags[0],
+        flag_total=flags[1],
+    )
 
 
 def web_config_path(
@@ -274,8 +303,12 @@ class Daemon:
         listen_address: str | None = None,
         web_config: LoadedWebConfig | None = None,
         web_config_flag: str | None = None,
+        shard_flags: tuple[str | None, str | None] = (None, None),
     ) -> None:
         self.config = config
+        #: --shard and --total-shards as given: they win over the file on reload too
+        self.shard_flags = shard_flags
+        self.sharding = resolve_sharding(config, shard_flags)
         self.config_path = config_path
         self.listen_address = listen_address or config.web.listen_address
         #: the web config file in use (TLS, basic auth, headers), and the flag's path,
@@ -291,6 +324,7 @@ class Daemon:
             for family in source.families:
                 self.store.register(family)
         self.store.set(BUILD_INFO, 0, build_info_fragment())
+        self._set_shard_metrics()
         self.render = JobRenderer(self.store)
         #: per-target state of the sources that keep one (probe verdicts, token caches)
         self.states = target_states(config, {})
@@ -304,7 +338,7 @@ class Daemon:
             (),
             self.store,
             max_concurrency=config.scheduler.max_concurrency,
-            groups=build_groups(config, self.http, states=self.states),
+            groups=build_groups(config, self.http, states=self.states, sharding=self.sharding),
             render=self.render,
         )
         self.history = self.scheduler.history  # kept across reloads
@@ -327,6 +361,11 @@ class Daemon:
     def readiness(self) -> str:
         total = self.scheduler.job_count
         return f"ccwatch is not ready: {self.scheduler.unattempted} of {total} jobs not polled yet"
+
+    def _set_shard_metrics(self) -> None:
+        shard, total = self.sharding.shard, self.sharding.total
+        self.store.set(SHARD_ORDINAL, 0, f"{SHARD_ORDINAL} {shard}\n".encode())
+        self.store.set(TOTAL_SHARDS, 0, f"{TOTAL_SHARDS} {total}\n".encode())
 
     def _set_job_counts(self) -> None:
         """``ccwatch_jobs{source}``: set when a scheduler is installed, not per scrape."""
@@ -362,7 +401,12 @@ class Daemon:
         render_state_samples(
             store,
             self.render.samples,
-            ((name, state.samples()) for name, (_, state) in sorted(self.states.items())),
+            # only the targets this shard polls: another shard exports the others' state
+            (
+                (name, state.samples())
+                for name, (_, state) in sorted(self.states.items())
+                if name in self.scheduler.groups
+            ),
             self._state_families,
         )
         return store.chunks(openmetrics=openmetrics)
@@ -390,6 +434,14 @@ class Daemon:
         async with self._reload_lock:
             try:
                 config = load_config(self.config_path)
+                sharding = resolve_sharding(config, self.shard_flags)
+                if sharding.total != self.sharding.total:
+                    raise ConfigError(
+                        [
+                            f"sharding.total_shards: changing the total shards from "
+                            f"{self.sharding.total} to {sharding.total} takes a restart"
+                        ]
+                    )
                 path = web_config_path(config, self.config_path, self.web_config_flag)
                 web_config = load_web_config(path) if path is not None else None
                 self._check_web_change(web_config)
@@ -399,6 +451,10 @@ class Daemon:
                 log.error("config_reload_failed", errors=exc.errors)
                 return str(exc)
             self.apply_web(web_config, config.web.public_paths)
+            if sharding != self.sharding:
+                log.info("shard_changed", previous=str(self.sharding), shard=str(sharding))
+                self.sharding = sharding
+                self._set_shard_metrics()
             await self.apply(config)
             return None
 
@@ -443,7 +499,7 @@ class Daemon:
         """
         started = time.perf_counter()
         states = target_states(config, self.states)
-        groups = build_groups(config, self.http, self.scheduler.groups, states)
+        groups = build_groups(config, self.http, self.scheduler.groups, states, self.sharding)
         counts = self.scheduler.update(groups, max_concurrency=config.scheduler.max_concurrency)
         self.states = states  # removed targets' states go with them
         # only a change in the file is news: a --web.listen-address flag overrides it
@@ -474,6 +530,8 @@ class Daemon:
             version=__version__,
             targets=len(self.config.targets),
             jobs=self.scheduler.job_count,
+            shard=self.sharding.shard,
+            total_shards=self.sharding.total,
         )
         self.scheduler.start()
         log_web_config(self.web, startup=True)

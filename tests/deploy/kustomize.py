@@ -1,8 +1,10 @@
 """A small ``kustomize build``: enough for deploy/kubernetes and its overlays.
 
 CI has no kustomize binary, so the overlays (deploy/kubernetes-overlays/) are rendered here:
-``resources`` (files, and directories with a kustomization.yaml), ``images``, ``namespace``
-and ``patches`` (strategic merge patches of the core kinds, JSON 6902 patches). Anything
+``resources`` (files, and directories with a kustomization.yaml), ``images``, ``namespace``,
+``patches`` (strategic merge patches of the core kinds, JSON 6902 patches, which may change
+a kind with ``options: {allowKindChange: true}``), ``replicas`` and ``replacements`` (from
+one resource's field into others', by field paths with ``[key=value]`` list selectors). Anything
 else in a kustomization, or a patch that matches no resource, is an error rather than
 being ignored. Where ``kustomize`` or ``kubectl`` is on PATH, the tests compare this
 rendering with theirs (:func:`kustomize_cli`).
@@ -21,13 +23,28 @@ import yaml
 
 Resource = dict[str, Any]
 
-KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "patches", "images", "namespace"}
-PATCH_KEYS = {"path", "patch", "target"}
+KUSTOMIZATION_KEYS = {
+    "apiVersion",
+    "kind",
+    "resources",
+    "patches",
+    "images",
+    "namespace",
+    "replicas",
+    "replacements",
+}
+PATCH_KEYS = {"path", "patch", "target", "options"}
+PATCH_OPTIONS = {"allowKindChange", "allowNameChange"}
+REPLICAS_KEYS = {"name", "count"}
+#: The kinds kustomize's ``replicas`` sets spec.replicas of (its replica count field specs).
+REPLICA_KINDS = {"Deployment", "ReplicationController", "ReplicaSet", "StatefulSet"}
+REPLACEMENT_SOURCE_KEYS = {"group", "version", "kind", "name", "fieldPath"}
+REPLACEMENT_TARGET_KEYS = {"select", "fieldPaths"}
 TARGET_KEYS = {"group", "version", "kind", "name"}
 IMAGE_KEYS = {"name", "newName", "newTag"}
 #: The kinds a strategic merge patch may change here, and their lists merged by a key
 #: (as in the Kubernetes API's patchMergeKey); every other list is replaced.
-SMP_KINDS = {"Deployment", "ConfigMap", "Secret", "Service"}
+SMP_KINDS = {"Deployment", "ConfigMap", "Secret", "Service", "StatefulSet"}
 MERGE_KEYS = {
     "containers": "name",
     "initContainers": "name",
@@ -87,11 +104,16 @@ def build(directory: Path) -> list[Resource]:
 
     for number, patch in enumerate(kustomization.get("patches", [])):
         _apply_patch(resources, directory, patch, f"{path}: patches[{number}]")
+    # as in kustomize: replicas and images after the patches, replacements after all else
+    for number, replicas in enumerate(kustomization.get("replicas", [])):
+        _apply_replicas(resources, replicas, f"{path}: replicas[{number}]")
     for image in kustomization.get("images", []):
         _apply_image(resources, image, path)
     if "namespace" in kustomization:
         for resource in resources:
             resource["metadata"]["namespace"] = kustomization["namespace"]
+    for number, replacement in enumerate(kustomization.get("replacements", [])):
+        _apply_replacement(resources, replacement, f"{path}: replacements[{number}]")
     return resources
 
 
@@ -106,6 +128,9 @@ def _apply_patch(resources: list[Resource], directory: Path, entry: Any, where: 
         text = entry["patch"]
     body = yaml.safe_load(text)
     target = entry.get("target")
+    options = entry.get("options", {})
+    if not isinstance(options, dict) or set(options) - PATCH_OPTIONS:
+        raise KustomizeError(f"{where}: options {options} are not emulated")
     if target is not None and set(target) - TARGET_KEYS:
         raise KustomizeError(f"{where}: target keys {sorted(target)} are not emulated")
 
@@ -117,6 +142,11 @@ def _apply_patch(resources: list[Resource], directory: Path, entry: Any, where: 
             raise KustomizeError(f"{where}: no resource matches {target}")
         for resource in matched:
             patched = json6902(resource, body, where)
+            for field, option in (("kind", "allowKindChange"), ("name", "allowNameChange")):
+                before = resource["kind"] if field == "kind" else resource["metadata"]["name"]
+                after = patched["kind"] if field == "kind" else patched["metadata"]["name"]
+                if before != after and not options.get(option, False):
+                    raise KustomizeError(f"{where}: changes the {field} without {option}")
             resource.clear()
             resource.update(patched)
         return
@@ -286,3 +316,97 @@ def build_with_cli(argv: list[str], directory: Path) -> list[Resource]:
     if result.returncode != 0:
         raise KustomizeError(f"{' '.join(argv)} {directory}:\n{result.stderr}")
     return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+def _apply_replicas(resources: list[Resource], entry: Any, where: str) -> None:
+    if not isinstance(entry, dict) or set(entry) != REPLICAS_KEYS:
+        raise KustomizeError(f"{where}: give name and count: {entry}")
+    if not isinstance(entry["count"], int) or isinstance(entry["count"], bool):
+        raise KustomizeError(f"{where}: count {entry['count']!r} is not an integer")
+    matched = [
+        r
+        for r in resources
+        if r["kind"] in REPLICA_KINDS and r["metadata"]["name"] == entry["name"]
+    ]
+    if not matched:
+        raise KustomizeError(f"{where}: no workload named {entry['name']}")
+    for resource in matched:
+        resource.setdefault("spec", {})["replicas"] = entry["count"]
+
+
+# --------------------------------------------------------------------------- replacements
+
+
+def field_path(path: str, where: str) -> list[str]:
+    """A kustomize field path (``spec.containers.[name=app].env``) as its segments."""
+    segments = re.findall(r"\[[^\]]*\]|[^.\[\]]+", path)
+    if not segments or ".".join(segments) != path:
+        raise KustomizeError(f"{where}: field path {path!r} is not emulated")
+    return segments
+
+
+def _step(node: Any, segment: str, where: str) -> tuple[Any, str | int]:
+    """The container of ``segment`` in ``node`` and its key or index there."""
+    if segment.startswith("["):
+        name, sep, value = segment[1:-1].partition("=")
+        if not sep or not isinstance(node, list):
+            raise KustomizeError(f"{where}: {segment} needs a list")
+        found = [
+            i
+            for i, item in enumerate(node)
+            if isinstance(item, dict) and str(item.get(name)) == value
+        ]
+        if len(found) != 1:
+            raise KustomizeError(f"{where}: {len(found)} items match {segment}")
+        return node, found[0]
+    if not isinstance(node, dict) or segment not in node:
+        raise KustomizeError(f"{where}: no field {segment!r}")
+    return node, segment
+
+
+def get_field(resource: Resource, path: str, where: str) -> Any:
+    node: Any = resource
+    for segment in field_path(path, where):
+        parent, at = _step(node, segment, where)
+        node = parent[at]
+    return node
+
+
+def set_field(resource: Resource, path: str, value: Any, where: str) -> None:
+    """Replace an existing field, as a replacement without ``options: {create: true}``."""
+    *parents, last = field_path(path, where)
+    node: Any = resource
+    for segment in parents:
+        parent, at = _step(node, segment, where)
+        node = parent[at]
+    parent, at = _step(node, last, where)
+    old = parent[at]
+    if isinstance(old, str) and not isinstance(value, str):
+        # kustomize keeps the target's string tag: 3 written into "x" renders as "3"
+        value = str(value).lower() if isinstance(value, bool) else str(value)
+    parent[at] = copy.deepcopy(value)
+
+
+def _apply_replacement(resources: list[Resource], entry: Any, where: str) -> None:
+    if not isinstance(entry, dict) or set(entry) != {"source", "targets"}:
+        raise KustomizeError(f"{where}: only source and targets are emulated")
+    source = entry["source"]
+    if set(source) - REPLACEMENT_SOURCE_KEYS:
+        raise KustomizeError(f"{where}: source keys {sorted(source)} are not emulated")
+    selector = {k: v for k, v in source.items() if k != "fieldPath"}
+    matched = [r for r in resources if _matches(r, selector)]
+    if len(matched) != 1:
+        raise KustomizeError(f"{where}: {len(matched)} resources match the source {selector}")
+    value = get_field(matched[0], source.get("fieldPath", "metadata.name"), where)
+    for target in entry["targets"]:
+        if set(target) - REPLACEMENT_TARGET_KEYS or set(target["select"]) - TARGET_KEYS:
+            raise KustomizeError(f"{where}: target {target} is not emulated")
+        selected = [r for r in resources if _matches(r, target["select"])]
+        if not selected:
+            raise KustomizeError(f"{where}: no resource matches {target['select']}")
+        for resource in selected:
+            for path in target["fieldPaths"]:
+                set_field(resource, path, value, f"{where}: {path}")

@@ -42,6 +42,42 @@ SELECTIONS = [
 ]
 
 
+#: A vector match: its operator, then ``on(...)`` and its labels.
+_ON_MATCH = re.compile(
+    r"(?P<op>\b(?:and|or|unless)\b|==|!=|>=|<=|[-+*/%^<>])\s*(?:bool\s+)?"
+    r"on\s*\((?P<labels>[^)]*)\)\s*(?:group_(?:left|right)\s*(?:\([^)]*\))?)?\s*"
+)
+#: An aggregation by some labels, or a series recorded per target.
+_AGGREGATED = (
+    r"(?:(?:sum|min|max|avg|count|group|count_values|stddev|stdvar|topk|bottomk|quantile)"
+    r"\s*(?:by|without)\s*\(|\btarget(?:_\w+)?:)"
+)
+
+
+def unaggregated_target_joins(expr: str) -> list[str]:
+    """The ``on(...)`` matches of ``expr`` that join per-target series of several shards.
+
+    With sharding, one target's series come from several instances (one per shard), so
+    an arithmetic or comparison match ``on(target)`` (``instance`` not among its labels)
+    between raw series is many-to-many: each side must be aggregated by target first
+    (``sum by (target) (...)``, or a ``target:`` recorded series). The set operators
+    (``and``, ``or``, ``unless``) never fail that way. A lint, not a parser: it looks at
+    the text right after the match and at the whole left-hand side.
+    """
+    found = []
+    for match in _ON_MATCH.finditer(expr):
+        labels = {label.strip() for label in match.group("labels").split(",")}
+        if match.group("op") in {"and", "or", "unless"} or "instance" in labels:
+            continue
+        if "target" not in labels:
+            continue
+        left, right = expr[: match.start()], expr[match.end() :]
+        right_aggregated = re.match(rf"[\s(]*{_AGGREGATED}", right)
+        if not (right_aggregated and re.search(_AGGREGATED, left)):
+            found.append(match.group(0).strip())
+    return found
+
+
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     path = shutil.which("promtool")
     if path is None:
@@ -144,6 +180,34 @@ def test_queries_filter_by_the_selected_target(path: Path) -> None:
             assert 'target=~"$target"' in expr, query.where
         if "ccwatch_ece_" in expr:
             assert 'entry_point=~"$entry_point"' in expr, query.where
+
+
+@pytest.mark.parametrize(
+    ("expr", "flagged"),
+    [
+        ("ccwatch_poll_success / on(target) ccwatch_poll_interval_seconds", True),
+        ("x * on(target) group_left(source) ccwatch_poll_success", True),
+        ("sum by (target) (a) / on(target) sum by (target) (b)", False),
+        ("target:ccwatch_poll_failing_jobs:count > on(target) target:x:count", False),
+        ("a > on(job, instance, target) b", False),
+        ("a unless on(target) b", False),
+        ("a and on(job, target) b", False),
+        ("a > on() group_left() ccwatch:threshold:x", False),
+    ],
+)
+def test_the_target_join_lint(expr: str, flagged: bool) -> None:
+    assert bool(unaggregated_target_joins(expr)) is flagged
+
+
+def test_queries_aggregate_shards_before_joining_on_target() -> None:
+    """No panel joins per-target series of several shards without aggregating them."""
+    bad = {
+        query.where: joins
+        for path in dashboard_files()
+        for query in queries(path)
+        if (joins := unaggregated_target_joins(query.expr))
+    }
+    assert bad == {}
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.test_dashboards import unaggregated_target_joins
+
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -206,3 +208,29 @@ def test_alert_tables_match_the_rules() -> None:
         "the alert table of docs/runbook.md is out of date"
     )
     assert all(anchor == name.lower() for name, anchor, _, _ in runbook)
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def test_rules_aggregate_shards_before_joining_on_target() -> None:
+    """Shards: a target's series come from several instances; no rule joins them
+    ``on(target)`` unaggregated (see ``unaggregated_target_joins``)."""
+    bad = {
+        rule.get("alert") or rule["record"]: joins
+        for group in rule_groups()
+        for rule in group["rules"]
+        if (joins := unaggregated_target_joins(rule["expr"]))
+    }
+    assert bad == {}
+
+
+def test_per_target_rules_keep_the_job() -> None:
+    """Per-target aggregations keep ``job``, so that several ccwatch deployments (scrape
+    jobs) can share one Prometheus without adding up each other's targets."""
+    for group in rule_groups():
+        for rule in group["rules"]:
+            for labels in re.findall(r"\bby\s*\(([^)]*)\)", rule["expr"]):
+                names = {label.strip() for label in labels.split(",")}
+                if "target" in names:
+                    assert "job" in names, (rule.get("alert") or rule["record"], labels)
