@@ -1,18 +1,19 @@
-"""End to end with shards: a real Prometheus scrapes two ccwatch shards of one config.
+"""End to end with shards: a real Prometheus scrapes three ccwatch shards of one config.
 
 As ``test_prometheus_e2e.py`` (whose helpers this reuses: the simulator and ccwatch run
 in-process, Prometheus as a subprocess with the shipped rules and ``for:`` durations
-scaled down, minutes to seconds), but with two ccwatch daemons, shard 0 and shard 1 of
-2, as two static targets of the one ``ccwatch`` scrape job. The test
+scaled down, minutes to seconds), but with three ccwatch daemons, shards 0, 1 and 2 of 3,
+as three static targets of the one ``ccwatch`` scrape job (the single-process case is
+``test_prometheus_e2e.py``). The test
 
-1. checks that Prometheus scrapes both shards, that both report 2 total shards, and that
+1. checks that Prometheus scrapes every shard, that each reports 3 total shards, and that
    their jobs add up to the whole configuration;
 2. checks that every rule evaluates without error on series of one target coming from
-   two instances, and that every dashboard query returns data, with no two series per
+   several instances, and that every dashboard query returns data, with no two series per
    instance unless the panel's legend tells the instances apart;
 3. sees ``CcwatchShardsMissing`` and ``CcwatchShardCountMismatch`` stay quiet over
    several evaluations;
-4. stops shard 1 and follows ``CcwatchShardsMissing`` from pending to firing.
+4. stops shard 2 and follows ``CcwatchShardsMissing`` from pending to firing.
 
 Needs ``prometheus`` and ``promtool`` on PATH (Debian: ``apt-get install prometheus``).
 """
@@ -32,8 +33,8 @@ from tests.e2e import test_prometheus_e2e as e2e
 from tests.e2e.grafana import dashboard_files, load, panels, substitute
 from tests.harness import Running, daemon, simulator
 
-TOTAL_SHARDS = 2
-#: The jobs of ``e2e.ccwatch_config``: all of them, over both shards.
+TOTAL_SHARDS = 3
+#: The jobs of ``e2e.ccwatch_config``: all of them, over all shards.
 ALL_JOBS = 30
 SHARD_ALERTS = ("CcwatchShardsMissing", "CcwatchShardCountMismatch")
 #: How long the shard alerts must stay quiet: past their scaled-down ``for:``.
@@ -41,47 +42,51 @@ QUIET_SECONDS = 8.0
 
 
 def shard_config(sim_url: str, shard: int) -> dict[str, Any]:
-    return {**e2e.ccwatch_config(sim_url), "sharding": {"shard": shard, "total_shards": 2}}
+    return {
+        **e2e.ccwatch_config(sim_url),
+        "sharding": {"shard": shard, "total_shards": TOTAL_SHARDS},
+    }
 
 
 def address(running: Running) -> str:
     return running.url.removeprefix("http://")
 
 
-async def test_two_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_three_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(SHARD_ALERTS) <= e2e.alert_names()
     async with simulator(tick=0, seed=1) as sim:
         await e2e.freeze_healthy(sim)
         # a few failed polls, so that ccwatch_poll_errors_total (which appears at a job's
         # first error) has a series for the dashboards
         await sim.fault("/egain/chat/entrypoint/capacity/1003", "status", status=503, count=2)
-        # shard 1 in a stack of its own, so that the test can stop it before the end
+        # shard 2 in a stack of its own, so that the test can stop it before the end
         async with (
             daemon(shard_config(sim.url, 0)) as shard0,
+            daemon(shard_config(sim.url, 1)) as shard1,
             contextlib.AsyncExitStack() as stack,
         ):
-            shard1 = await stack.enter_async_context(daemon(shard_config(sim.url, 1)))
-            addresses = [address(shard0), address(shard1)]
-            scrape_both(monkeypatch, addresses)
+            shard2 = await stack.enter_async_context(daemon(shard_config(sim.url, 2)))
+            addresses = [address(shard0), address(shard1), address(shard2)]
+            scrape_all(monkeypatch, addresses)
             async with e2e.prometheus(tmp_path, addresses[0]) as prom:
                 try:
-                    await both_shards_scraped(prom, addresses)
+                    await all_shards_scraped(prom, addresses)
                     await e2e.rules_load_and_evaluate(prom)
                     await e2e.dashboard_queries_return_data(prom)
                     await dashboards_aggregate_instances(prom)
                     await shard_alerts_stay_quiet(prom)
 
-                    await stack.aclose()  # shard 1 stops
+                    await stack.aclose()  # shard 2 stops
                     firing = await shards_missing_fires(prom)
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n--- prometheus log:\n{prom.log_tail()}") from None
     annotations = firing["annotations"]
-    assert annotations["summary"] == "ccwatch job ccwatch runs 1 of its 2 shards"
-    assert "(ordinals 0)" in annotations["description"], annotations
+    assert annotations["summary"] == "ccwatch job ccwatch runs 2 of its 3 shards"
+    assert "(ordinals 0, 1)" in annotations["description"], annotations
     assert annotations["runbook_url"].endswith("#ccwatchshardsmissing")
 
 
-def scrape_both(monkeypatch: pytest.MonkeyPatch, addresses: list[str]) -> None:
+def scrape_all(monkeypatch: pytest.MonkeyPatch, addresses: list[str]) -> None:
     """Make ``e2e.prometheus`` scrape every one of ``addresses`` in the ccwatch job."""
     shipped = e2e.prometheus_config
 
@@ -98,8 +103,8 @@ def by_instance(samples: list[dict[str, Any]]) -> dict[str, float]:
     return {s["metric"]["instance"]: float(s["value"][1]) for s in samples}
 
 
-async def both_shards_scraped(prom: e2e.Prometheus, addresses: list[str]) -> None:
-    """Both shards up, both saying 2 shards, their ordinals 0 and 1, and their jobs
+async def all_shards_scraped(prom: e2e.Prometheus, addresses: list[str]) -> None:
+    """Every shard up, each saying 3 shards, their ordinals 0, 1 and 2, and their jobs
     (each shard some) adding up to the whole configuration."""
 
     async def scraped() -> dict[str, dict[str, float]] | None:
@@ -112,22 +117,22 @@ async def both_shards_scraped(prom: e2e.Prometheus, addresses: list[str]) -> Non
             ),
         }
         errors = await prom.query('ccwatch_poll_errors_total{job="ccwatch"}')
-        both = all(len(v) == len(addresses) for v in found.values())
-        return found if both and errors else None
+        every = all(len(v) == len(addresses) for v in found.values())
+        return found if every and errors else None
 
-    found = await e2e.eventually(scraped, within=30, what="Prometheus to scrape both shards")
+    found = await e2e.eventually(scraped, within=30, what="Prometheus to scrape every shard")
     assert found["up"] == dict.fromkeys(addresses, 1.0)
     assert found["total"] == dict.fromkeys(addresses, float(TOTAL_SHARDS))
-    assert found["ordinal"] == {addresses[0]: 0.0, addresses[1]: 1.0}
+    assert found["ordinal"] == {a: float(i) for i, a in enumerate(addresses)}
     assert all(jobs > 0 for jobs in found["jobs"].values()), found["jobs"]
     assert sum(found["jobs"].values()) == ALL_JOBS, found["jobs"]
 
-    # and the recording rules have seen every job of both
+    # and the recording rules have seen every job of every shard
     async def recorded() -> bool | None:
         ages = await prom.query("ccwatch:poll_age_intervals")
         return True if len(ages) == ALL_JOBS else None
 
-    await e2e.eventually(recorded, within=10, what="the rules to record both shards' jobs")
+    await e2e.eventually(recorded, within=10, what="the rules to record every shard's jobs")
 
 
 async def dashboards_aggregate_instances(prom: e2e.Prometheus) -> None:
