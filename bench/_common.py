@@ -4,7 +4,10 @@ ticker that measures the event loop's lateness."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 
 def free_port() -> int:
@@ -21,6 +24,21 @@ def simulator(port: int, first: int, count: int) -> None:
     asyncio.run(
         run_simulator("127.0.0.1", port, ece_entry_points=range(first, first + count), tick=0)
     )
+
+
+@asynccontextmanager
+async def simulator_process(first: int, count: int) -> AsyncIterator[int]:
+    """:func:`simulator` in a child process on a free port, which it yields once the
+    simulator listens; terminated on exit."""
+    port = free_port()
+    proc = multiprocessing.Process(target=simulator, args=(port, first, count), daemon=True)
+    proc.start()
+    try:
+        await wait_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.join(5)
 
 
 def rss_mb() -> float:

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import time
 
 import aiohttp
-from _common import free_port, simulator, wait_port
+from _common import simulator_process
 from lxml import etree
 
 
 async def run(workers: int, seconds: float) -> None:
-    port = free_port()
-    proc = multiprocessing.Process(target=simulator, args=(port, 1000, 10_000), daemon=True)
-    proc.start()
-    try:
-        await wait_port(port)
+    async with simulator_process(1000, 10_000) as port:
         parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
         done = 0
 
@@ -45,9 +40,6 @@ async def run(workers: int, seconds: float) -> None:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         print(f"requests per CPU-second: {n / c:.0f}; per wall second: {n / t:.0f}")
-    finally:
-        proc.terminate()
-        proc.join(5)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import time
 import urllib.request
 from typing import Any
 
-from _common import free_port, rss_mb, simulator, wait_port
+from _common import free_port, rss_mb, simulator_process
 
 from ccwatch import logs
 from ccwatch.daemon import Daemon, tune_gc
@@ -45,14 +45,9 @@ def _scrape(url: str, gzip_ok: bool) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    sim_port, web_port = free_port(), free_port()
+    web_port = free_port()
     first = 1000
-    proc = multiprocessing.Process(
-        target=simulator, args=(sim_port, first, args.entry_points), daemon=True
-    )
-    proc.start()
-    try:
-        await wait_port(sim_port)
+    async with simulator_process(first, args.entry_points) as sim_port:
         config = parse_config(
             {
                 "web": {"listen_address": f"127.0.0.1:{web_port}"},
@@ -137,9 +132,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         await daemon.stop()
         return result
-    finally:
-        proc.terminate()
-        proc.join(5)
 
 
 def main() -> None:

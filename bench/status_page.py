@@ -34,7 +34,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import aiohttp
-from _common import Ticker, free_port, rss_mb, simulator, wait_port
+from _common import Ticker, free_port, rss_mb, simulator_process
 
 from ccwatch import logs, page
 from ccwatch.daemon import Daemon, tune_gc
@@ -78,14 +78,9 @@ def _timed(repeat: int, run: Callable[[], Any]) -> dict[str, float | int]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    sim_port, web_port = free_port(), free_port()
+    web_port = free_port()
     first = 1000
-    proc = multiprocessing.Process(
-        target=simulator, args=(sim_port, first, args.entry_points), daemon=True
-    )
-    proc.start()
-    try:
-        await wait_port(sim_port)
+    async with simulator_process(first, args.entry_points) as sim_port:
         sim = f"http://127.0.0.1:{sim_port}"
         async with aiohttp.ClientSession() as session:
             for prefix in range(12, 12 + args.faulty):
@@ -194,9 +189,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         await daemon.stop()
         return result
-    finally:
-        proc.terminate()
-        proc.join(5)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ import aiohttp
 import bcrypt
 import trustme
 import yaml
-from _common import Ticker, free_port, simulator, wait_port
+from _common import Ticker, free_port, simulator_process
 
 from ccwatch import logs
 from ccwatch.daemon import Daemon, load_web
@@ -112,14 +112,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             }
         )
     )
-    sim_port, web_port = free_port(), free_port()
+    web_port = free_port()
     first = 1000
-    proc = multiprocessing.Process(
-        target=simulator, args=(sim_port, first, args.entry_points), daemon=True
-    )
-    proc.start()
-    try:
-        await wait_port(sim_port)
+    async with simulator_process(first, args.entry_points) as sim_port:
         (workdir / "ccwatch.yml").write_text(
             yaml.safe_dump(
                 {
@@ -194,9 +189,6 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["polls_per_second"] = round(args.entry_points * 5 / config.defaults.interval)
         await daemon.stop()
         return result
-    finally:
-        proc.terminate()
-        proc.join(5)
 
 
 def main() -> None:

@@ -445,18 +445,7 @@ _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoad
 
 def load_config(path: str | os.PathLike[str], model: type[ConfigBase]) -> ConfigBase:
     """Read, parse and validate a config file against ``model``."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
-    return parse_config(data, model, origin=str(path))
+    return parse_config(read_yaml(path), model, origin=str(path))
 
 
 # --------------------------------------------------------------------------- other files

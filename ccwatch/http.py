@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -92,14 +92,24 @@ class Exchange:
 TRACE: ContextVar[list[Exchange] | None] = ContextVar("ccwatch_http_trace", default=None)
 
 
+def redact_url(url: str) -> str:
+    """``url`` without its userinfo (``user:password@``), for logs, pages and traces."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "[invalid URL]"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
 def _shown_url(url: str | URL, params: Mapping[str, str] | None) -> str:
     """``url`` (with ``params``) as requested, without userinfo."""
     shown = url if isinstance(url, URL) else URL(url)
     if params:
         shown = shown.update_query(params)
-    if shown.raw_user is not None or shown.raw_password is not None:
-        shown = shown.with_user(None)
-    return str(shown)
+    return redact_url(str(shown))
 
 
 def _shown_body(data: Any) -> bytes | None:
@@ -539,4 +549,5 @@ __all__ = [
     "TargetClient",
     "make_ssl_context",
     "parse_retry_after",
+    "redact_url",
 ]

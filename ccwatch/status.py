@@ -18,14 +18,14 @@ target is held or ccwatch is overloaded), ``up`` otherwise.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from ccwatch.http import redact_url as redact_url  # re-exported for the page
 from ccwatch.scheduler import Job, TargetGroup
 from ccwatch.sources.base import Reading
 
@@ -114,18 +114,6 @@ def subject_text(job: Job) -> str:
 # --------------------------------------------------------------------------- per target
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its userinfo (``user:password@``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "[invalid URL]"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
 def interval(group: TargetGroup) -> float:
     if group.timing is not None:
         return group.timing[0]
@@ -151,22 +139,21 @@ class Counts:
     def total(self) -> int:
         return self.up + self.down + self.unknown
 
+    def tally(self, job: Job) -> str:
+        """Count ``job`` under its health; return that health."""
+        state = health(job)
+        if state == HEALTH_UP:
+            self.up += 1
+        elif state == HEALTH_DOWN:
+            self.down += 1
+        else:
+            self.unknown += 1
+        return state
+
     def add(self, other: Counts) -> None:
         self.up += other.up
         self.down += other.down
         self.unknown += other.unknown
-
-
-def count(jobs: Iterable[Job]) -> Counts:
-    up = down = unknown = 0
-    for job in jobs:
-        if not job.attempted:
-            unknown += 1
-        elif job.failures or job.stale:
-            down += 1
-        else:
-            up += 1
-    return Counts(up, down, unknown)
 
 
 # --------------------------------------------------------------------------- readings
@@ -348,7 +335,6 @@ __all__ = [
     "Counts",
     "Status",
     "api_chunks",
-    "count",
     "describe",
     "error_text",
     "health",

@@ -358,3 +358,11 @@ async def test_healthcheck_on_plain_http(sim: Sim, tmp_path: Path) -> None:
     assert not where.tls
     assert outcome.alive
     assert "HTTP 200" in outcome.detail
+
+
+def test_healthcheck_defaults_are_the_daemons() -> None:
+    # ccwatch.healthcheck keeps its own copies so as not to import pydantic
+    from ccwatch import config
+
+    assert healthcheck.DEFAULT_LISTEN_ADDRESS == config.DEFAULT_LISTEN_ADDRESS
+    assert healthcheck.DEFAULT_CONFIG_PATH == config.DEFAULT_CONFIG_PATH
