@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client import generate_latest as _generate_text
@@ -128,6 +128,9 @@ POLLS_DELAYED = "ccwatch_polls_delayed_total"
 CONFIG_LAST_RELOAD_SUCCESS = "ccwatch_config_last_reload_successful"
 CONFIG_LAST_RELOAD_TIME = "ccwatch_config_last_reload_success_timestamp_seconds"
 TARGET_HOLD_UNTIL = "ccwatch_target_hold_until_timestamp_seconds"
+OPEN = "ccwatch_open"
+OPENING_GRACE = "ccwatch_opening_grace"
+THRESHOLD = "ccwatch_threshold"
 
 
 def core_families(subject_labels: tuple[str, ...]) -> list[Family]:
@@ -195,7 +198,39 @@ def core_families(subject_labels: tuple[str, ...]) -> list[Family]:
             "answered 429 or 503 with Retry-After; absent while there is no hold.",
             ("target",),
         ),
+        Family(
+            OPEN,
+            "gauge",
+            "1 while the subject's opening-hours calendar says open, else 0; 1 for a "
+            "subject without a calendar.",
+            ("target", *subject_labels),
+        ),
+        Family(
+            OPENING_GRACE,
+            "gauge",
+            "1 during the first opening_grace after the subject's calendar opens (the "
+            "'closed' and 'no agents' alerts wait), else 0.",
+            ("target", *subject_labels),
+        ),
+        Family(
+            THRESHOLD,
+            "gauge",
+            "The target's alert thresholds (its own, else defaults.thresholds), by name; "
+            "durations in seconds.",
+            ("target", "name"),
+        ),
     ]
+
+
+def static_labels_text(labels: Mapping[str, str]) -> str:
+    """A target's static labels as text to append after its other labels: sorted by
+    name, each with a leading comma (``,site="munich",team="sales"``), or ``""``."""
+    return "".join(f',{name}="{escape_label_value(v)}"' for name, v in sorted(labels.items()))
+
+
+def target_labels_text(target: str, static: str = "") -> str:
+    """The labels of a target-level series: ``target`` and the static labels' text."""
+    return label_text([("target", target)]) + static
 
 
 def build_info_fragment() -> bytes:
@@ -286,6 +321,13 @@ class RenderedJob(Protocol):
     vendor_labels: str
     poll_labels: str
     filled: int
+    #: the static labels' text the label texts were made with (see :meth:`JobRenderer.bind`)
+    static: str
+    group: Any
+    reading: Any
+    last_poll: float | None
+    last_success: float | None
+    last_duration: float
 
 
 class JobRenderer:
@@ -302,15 +344,47 @@ class JobRenderer:
         jobs of one subject share one vendor label string."""
         source_labels, all_labels = job.subject_labels
         subject = job.subject
-        vendor = label_text(
-            [("target", job.target)] + [(n, subject.get(n, "")) for n in source_labels]
+        group = job.group
+        static = job.static = group.labels if group is not None else ""
+        vendor = (
+            label_text([("target", job.target)] + [(n, subject.get(n, "")) for n in source_labels])
+            + static
         )
         job.vendor_labels = vendor if shared is None else shared.setdefault(vendor, vendor)
         job.filled = 1 + len(source_labels)
-        job.poll_labels = label_text(
-            [("target", job.target), ("endpoint", job.endpoint)]
-            + [(n, subject[n]) for n in all_labels if subject.get(n)]
+        job.poll_labels = (
+            label_text(
+                [("target", job.target), ("endpoint", job.endpoint)]
+                + [(n, subject[n]) for n in all_labels if subject.get(n)]
+            )
+            + static
         )
+
+    def relabel(self, job: RenderedJob) -> None:
+        """The target's static labels changed (a reload): every series of the job is
+        written again under the new labels, from the job's state, with no gap."""
+        self.store.forget(job.id)
+        job.families = ()
+        self.bind(job)
+        self.interval(job)
+        if job.last_poll is None:
+            return  # not polled yet: nothing else to show
+        key, labels = job.id, job.poll_labels
+        reading = job.reading
+        if reading is not None and job.last_success is not None:
+            self.success(job, reading.samples(), job.last_duration, job.last_success)
+        else:
+            self.withdraw(job)
+            duration = job.last_duration
+            self.store.set(
+                POLL_DURATION, key, f"{POLL_DURATION}{{{labels}}} {duration!r}\n".encode()
+            )
+        if job.last_success is not None:
+            wall = job.last_success
+            self.store.set(
+                POLL_LAST_SUCCESS, key, f"{POLL_LAST_SUCCESS}{{{labels}}} {wall!r}\n".encode()
+            )
+        self._errors(job)
 
     def success(self, job: RenderedJob, samples: Iterable[SampleData], duration: float,
                 wall: float) -> None:  # fmt: skip
@@ -345,9 +419,15 @@ class JobRenderer:
         key = job.id
         labels = job.poll_labels
         store.set(POLL_DURATION, key, f"{POLL_DURATION}{{{labels}}} {duration!r}\n".encode())
-        store.set(
+        self._errors(job)
+
+    def _errors(self, job: RenderedJob) -> None:
+        if not job.errors:
+            return
+        labels = job.poll_labels
+        self.store.set(
             POLL_ERRORS,
-            key,
+            job.id,
             "".join(
                 f'{POLL_ERRORS}{{{labels},reason="{r}"}} {n}\n' for r, n in job.errors.items()
             ).encode(),
@@ -363,9 +443,9 @@ class JobRenderer:
     def forget(self, job: RenderedJob) -> None:
         self.store.forget(job.id)
 
-    def hold(self, key: int, target: str, until: float) -> None:
+    def hold(self, key: int, target: str, until: float, static: str = "") -> None:
         """``ccwatch_target_hold_until_timestamp_seconds`` of a held target."""
-        labels = label_text([("target", target)])
+        labels = target_labels_text(target, static)
         self.store.set(
             TARGET_HOLD_UNTIL,
             key,
@@ -383,13 +463,72 @@ def render_state_samples(
     families: Iterable[str],
 ) -> None:
     """Scrape-time samples of the targets' states into ``families``' fragments (key 0):
-    (target name, its samples) pairs; a family no state has a sample for is emptied."""
+    (target's label text (:func:`target_labels_text`), its samples) pairs; a family no
+    state has a sample for is emptied."""
     lines: dict[str, str] = {}
-    for target, samples in states:
-        for family, text in renderer.lines(samples, label_text([("target", target)]), 1).items():
+    for labels, samples in states:
+        for family, text in renderer.lines(samples, labels, 1).items():
             lines[family] = lines.get(family, "") + text
     for family in families:
         if family in lines:
             store.set(family, 0, lines[family].encode())
         else:
             store.delete(family, 0)
+
+
+class OpenRenderer:
+    """``ccwatch_open`` and ``ccwatch_opening_grace`` of every subject polled.
+
+    The lines of each calendar's subjects are made when the subjects change (start and
+    reload), for both values; a scrape joins them again only when a calendar's state
+    changed, which the calendars compute once a minute (:class:`ccwatch.calendars.OpeningHours`
+    hands back the very same mapping within a minute).
+    """
+
+    def __init__(self, store: MetricStore) -> None:
+        self.store = store
+        #: per calendar (None: no calendar, always open): its subjects' lines as
+        #: (open 1, open 0, grace 1, grace 0)
+        self._parts: list[tuple[str | None, bytes, bytes, bytes, bytes]] = []
+        self._states: object = None
+
+    def configure(self, subjects: Iterable[tuple[str, str | None]]) -> None:
+        """The subjects to export: (label text, calendar name or None) pairs, each subject
+        once; rendered at the next :meth:`refresh`."""
+        by_calendar: dict[str | None, list[str]] = {}
+        for labels, calendar in subjects:
+            by_calendar.setdefault(calendar, []).append(labels)
+
+        def lines(family: str, labels: list[str], value: int) -> bytes:
+            return "".join(f"{family}{{{text}}} {value}\n" for text in labels).encode()
+
+        self._parts = [
+            (
+                calendar,
+                lines(OPEN, labels, 1),
+                lines(OPEN, labels, 0),
+                lines(OPENING_GRACE, labels, 1),
+                lines(OPENING_GRACE, labels, 0),
+            )
+            for calendar, labels in by_calendar.items()
+        ]
+        self._states = None
+
+    def refresh(self, states: Mapping[str, tuple[bool, bool]]) -> None:
+        """Write the fragments for the calendars' ``states`` (name -> (open, in grace));
+        nothing to do when they are the very mapping of the last call."""
+        if states is self._states:
+            return
+        self._states = states
+        opened: list[bytes] = []
+        grace: list[bytes] = []
+        for calendar, open1, open0, grace1, grace0 in self._parts:
+            is_open, in_grace = (True, False) if calendar is None else states[calendar]
+            opened.append(open1 if is_open else open0)
+            grace.append(grace1 if in_grace else grace0)
+        if opened:
+            self.store.set(OPEN, 0, b"".join(opened))
+            self.store.set(OPENING_GRACE, 0, b"".join(grace))
+        else:
+            self.store.delete(OPEN, 0)
+            self.store.delete(OPENING_GRACE, 0)

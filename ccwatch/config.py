@@ -9,9 +9,10 @@ a log line or a metric.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from ccwatch import calendars
 from ccwatch.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/ccwatch/ccwatch.yml"
@@ -132,6 +134,79 @@ def _check_url(value: str) -> str:
 HttpUrl = Annotated[str, AfterValidator(_check_url)]
 
 
+def parse_ratio(value: object) -> float:
+    """A ratio written as a number (``0.99``) or a percentage (``"99%"``, ``"99.9 %"``)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip().removesuffix("%").strip()) / 100
+        except ValueError:
+            raise ValueError(f"invalid percentage {value!r}: write it like 99% or 0.99") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"invalid ratio {value!r}: write it like 0.99 or 99%")
+    return float(value)
+
+
+Ratio = Annotated[float, BeforeValidator(parse_ratio)]
+
+
+def parse_grace(value: object) -> float:
+    """``opening_grace``: a duration in whole minutes from 0 (none) to 1h."""
+    if value in ("0", "0s", "0m", 0):
+        return 0.0
+    seconds = parse_duration(value)
+    if seconds % 60 or seconds > 3600:
+        raise ValueError(f"{value!r}: write whole minutes from 0m to 1h")
+    return seconds
+
+
+#: The label names ccwatch writes itself (and ``job`` and ``instance``, which Prometheus
+#: adds): a target's static ``labels`` may not use them, nor a ``__`` prefix.
+#: tests/test_config.py checks that every label of every metric family is here.
+RESERVED_LABELS: frozenset[str] = frozenset(
+    {
+        "target",
+        "endpoint",
+        "entry_point",
+        "customer_id",
+        "contact_key",
+        "gms_service",
+        "reason",
+        "state",
+        "status",
+        "collection",
+        "name",
+        "management_url",
+        "service_type",
+        "step",
+        "job",
+        "instance",
+    }
+)
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _check_static_labels(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not _LABEL_NAME.match(name):
+            raise ValueError(
+                f"{name!r} is not a Prometheus label name (letters, digits and _, "
+                "not starting with a digit)"
+            )
+        if name.startswith("__"):
+            raise ValueError(f"{name!r}: names starting with __ are reserved for Prometheus")
+        if name in RESERVED_LABELS:
+            raise ValueError(
+                f"{name!r} clashes with a label ccwatch or Prometheus sets; ccwatch's own "
+                f"labels are {', '.join(sorted(RESERVED_LABELS))}"
+            )
+        if not text:
+            raise ValueError(f"{name!r}: an empty value is the same as no label; leave it out")
+    return value
+
+
+StaticLabels = Annotated[dict[str, str], AfterValidator(_check_static_labels)]
+
+
 def read_secret_file(path: str) -> SecretStr:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -210,6 +285,126 @@ class OAuth2(StrictModel):
         return self
 
 
+# --------------------------------------------------------------------------- thresholds
+
+#: Config key -> the ``name`` label of ``ccwatch_threshold`` (durations in seconds).
+THRESHOLD_NAMES: Mapping[str, str] = {
+    "ece_queue_depth": "ece_queue_depth",
+    "ece_wait_time": "ece_wait_time_seconds",
+    "ece_availability_objective": "ece_availability_objective",
+    "genesys_oldest_active_service_age": "genesys_oldest_active_service_age_seconds",
+    "poll_failing_ratio": "poll_failing_ratio",
+    "stale_intervals": "stale_intervals",
+}
+#: The thresholds every target has; a source adds its own (``TargetConfig.threshold_keys``).
+CORE_THRESHOLDS = ("poll_failing_ratio", "stale_intervals")
+
+
+def _objective(value: float | None) -> float | None:
+    if value is not None and not 0 < value < 1:
+        raise ValueError(f"{value:g} is not between 0 and 1 (exclusive), e.g. 0.99 or 99%")
+    return value
+
+
+class Thresholds(StrictModel):
+    """A target's ``thresholds:``, for the alert rules (exported as ``ccwatch_threshold``);
+    a key left out takes the value in ``defaults.thresholds``."""
+
+    #: CcwatchEceQueueDepthHigh: chats waiting in an entry point's queue, above this
+    ece_queue_depth: float | None = Field(default=None, ge=0)
+    #: CcwatchEceWaitTimeHigh: an entry point's estimated wait, above this
+    ece_wait_time: Duration | None = None
+    #: the chat availability SLO during opening hours (burn-rate alerts)
+    ece_availability_objective: Annotated[Ratio | None, AfterValidator(_objective)] = None
+    #: CcwatchGenesysServicesStuck: age of a subject's oldest active service, above this
+    genesys_oldest_active_service_age: Duration | None = None
+    #: CcwatchTargetPollsFailing: share of a target's poll jobs failing, above this
+    poll_failing_ratio: float | None = Field(default=None, ge=0, le=1)
+    #: CcwatchDataStale: a job's last success older than this many of its intervals
+    stale_intervals: float | None = Field(default=None, gt=0)
+
+
+class DefaultThresholds(Thresholds):
+    """``defaults.thresholds``: every key has a value (the rules' historical defaults)."""
+
+    ece_queue_depth: float = Field(default=10.0, ge=0)
+    ece_wait_time: Duration = 300.0
+    ece_availability_objective: Annotated[Ratio, AfterValidator(_objective)] = 0.99
+    genesys_oldest_active_service_age: Duration = 86400.0
+    poll_failing_ratio: float = Field(default=0.0, ge=0, le=1)
+    stale_intervals: float = Field(default=3.0, gt=0)
+
+
+# --------------------------------------------------------------------------- calendars
+
+
+class HolidaysConfig(StrictModel):
+    """A calendar's ``holidays:``: the public holidays of a country (and subdivision),
+    from the ``holidays`` package; closed all day."""
+
+    country: str = Field(min_length=1)
+    subdivision: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> HolidaysConfig:
+        calendars.check_holidays(self.country, self.subdivision)
+        return self
+
+
+class CalendarConfig(StrictModel):
+    """One entry of ``calendars:`` (see :mod:`ccwatch.calendars` for the semantics)."""
+
+    #: IANA time zone of the hours; UTC when left out
+    timezone: str = "UTC"
+    #: day spec (``mon-fri``, ``sat``, ``mon,wed``) -> ranges (``"08:00-18:00"``)
+    hours: dict[str, str | list[str]]
+    holidays: HolidaysConfig | None = None
+    #: extra closed dates (``2026-12-24``), closed all day
+    closed: list[datetime.date] = Field(default_factory=list)
+    #: how long after each opening the "closed"/"no agents" alerts wait
+    opening_grace: Annotated[float, BeforeValidator(parse_grace)] = 300.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        calendars.check_timezone(value)
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        calendars.parse_hours(value)
+        return value
+
+    def build(self, name: str) -> calendars.Calendar:
+        """The calendar at run time."""
+        holidays = self.holidays
+        return calendars.Calendar(
+            name,
+            week=calendars.parse_hours(self.hours),
+            timezone=self.timezone,
+            holidays=(holidays.country, holidays.subdivision) if holidays is not None else None,
+            closed=self.closed,
+            opening_grace=self.opening_grace,
+        )
+
+
+_CALENDAR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _check_calendar_names(value: dict[str, CalendarConfig]) -> dict[str, CalendarConfig]:
+    for name in value:
+        if not _CALENDAR_NAME.match(name):
+            raise ValueError(
+                f"calendar name {name!r}: use letters, digits, '_', '.' and '-' "
+                "(starting with a letter or digit)"
+            )
+    return value
+
+
+# --------------------------------------------------------------------------- targets
+
+
 class TargetConfig(StrictModel):
     """Fields every target has. Each source subclasses it with ``source: Literal[...]``."""
 
@@ -224,9 +419,26 @@ class TargetConfig(StrictModel):
     max_response_size: ByteSize | None = Field(default=None, gt=0)
     #: The longest ``Retry-After`` (on 429 and 503) this target's server can hold it for.
     max_retry_after: Duration | None = None
+    #: The opening-hours calendar of the target's subjects (a name in ``calendars:``);
+    #: none: always open.
+    calendar: str | None = Field(default=None, min_length=1)
+    #: Static labels added to every series of the target (as Prometheus static_configs).
+    labels: StaticLabels = Field(default_factory=dict)
+    #: The alert thresholds of this target; unset keys take ``defaults.thresholds``.
+    thresholds: Thresholds = Thresholds()
 
     #: The interval a source uses when neither the target nor ``defaults`` sets one.
     default_interval: ClassVar[float | None] = None
+    #: The source's own ``thresholds`` keys (beyond :data:`CORE_THRESHOLDS`).
+    threshold_keys: ClassVar[tuple[str, ...]] = ()
+
+    def calendar_of(self, subject: Mapping[str, str]) -> str | None:
+        """The calendar of one subject (the target's; a source may override per subject)."""
+        return self.calendar
+
+    def calendar_names(self) -> list[tuple[str, str]]:
+        """(key path below the target, calendar name) of every calendar it names."""
+        return [("calendar", self.calendar)] if self.calendar is not None else []
 
 
 # --------------------------------------------------------------------------- top level
@@ -256,6 +468,7 @@ class Defaults(StrictModel):
     timeout: Duration = 5.0
     max_response_size: ByteSize = Field(default=ByteSize(1024 * 1024), gt=0)
     max_retry_after: Duration = 300.0
+    thresholds: DefaultThresholds = DefaultThresholds()
 
 
 class SchedulerConfig(StrictModel):
@@ -289,6 +502,10 @@ class ConfigBase(BaseSettings):
     scheduler: SchedulerConfig = SchedulerConfig()
     sharding: ShardingConfig = ShardingConfig()
     log: LogConfig = LogConfig()
+    #: Named opening-hours calendars, referred to by the targets' ``calendar`` keys.
+    calendars: Annotated[dict[str, CalendarConfig], AfterValidator(_check_calendar_names)] = Field(
+        default_factory=dict
+    )
     targets: Sequence[TargetConfig] = Field(min_length=1)
 
     @classmethod
@@ -322,6 +539,17 @@ class ConfigBase(BaseSettings):
         if target.max_retry_after is not None:
             return target.max_retry_after
         return self.defaults.max_retry_after
+
+    def thresholds_of(self, target: TargetConfig) -> list[tuple[str, float]]:
+        """(``ccwatch_threshold`` name, value) of the target's source's thresholds, its
+        own values where it sets them, else ``defaults.thresholds``."""
+        own = target.thresholds
+        default = self.defaults.thresholds
+        out = []
+        for key in (*CORE_THRESHOLDS, *target.threshold_keys):
+            value = getattr(own, key)
+            out.append((THRESHOLD_NAMES[key], getattr(default, key) if value is None else value))
+        return sorted(out)
 
 
 def config_model(targets: Sequence[type[TargetConfig]]) -> type[ConfigBase]:
@@ -418,6 +646,19 @@ def _semantic_errors(cfg: ConfigBase) -> list[str]:
                 f"targets[{i}].timeout: {format_duration(target.timeout)} is longer than "
                 f"the interval {format_duration(cfg.interval_of(target))}"
             )
+        for key, name in target.calendar_names():
+            if name not in cfg.calendars:
+                known = ", ".join(sorted(cfg.calendars)) or "none (add a calendars: section)"
+                errors.append(
+                    f"targets[{i}].{key}: unknown calendar {name!r}; known calendars: {known}"
+                )
+        allowed = (*CORE_THRESHOLDS, *target.threshold_keys)
+        for key in sorted(target.thresholds.model_fields_set):
+            if key not in allowed and getattr(target.thresholds, key) is not None:
+                errors.append(
+                    f"targets[{i}].thresholds.{key}: does not apply to {target.source} "
+                    f"targets; their thresholds are {', '.join(allowed)}"
+                )
     return errors
 
 

@@ -8,7 +8,7 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from ccwatch import __version__
+from ccwatch.calendars import OpeningHours
 from ccwatch.collector import (
     BUILD_INFO,
     CONFIG_LAST_RELOAD_SUCCESS,
@@ -24,14 +25,18 @@ from ccwatch.collector import (
     POLLS_DELAYED,
     POLLS_IN_FLIGHT,
     SHARD_ORDINAL,
+    THRESHOLD,
     TOTAL_SHARDS,
     JobRenderer,
     MetricStore,
+    OpenRenderer,
     build_info_fragment,
     core_families,
     format_value,
     label_text,
     render_state_samples,
+    static_labels_text,
+    target_labels_text,
 )
 from ccwatch.config import ConfigBase, TargetConfig, split_listen_address
 from ccwatch.errors import ConfigError
@@ -156,6 +161,7 @@ def build_group(
         shape=target_shape(config, target, sharding),
         timing=timing,
         jobs=jobs,
+        labels=static_labels_text(target.labels),
     )
 
 
@@ -190,6 +196,7 @@ def build_groups(
                         shape=old.shape,
                         timing=timing,
                         jobs=old.jobs,
+                        labels=old.labels,
                     )
                 )
         else:
@@ -198,6 +205,13 @@ def build_groups(
             if group.jobs:  # a target none of whose subjects is this shard's is left out
                 groups.append(group)
     return groups
+
+
+def opening_hours(config: ConfigBase, clock: Callable[[], float] = time.time) -> OpeningHours:
+    """The configured calendars, at run time."""
+    return OpeningHours(
+        {name: calendar.build(name) for name, calendar in config.calendars.items()}, clock
+    )
 
 
 def build_jobs(config: ConfigBase, http: HttpClient, sharding: Sharding = UNSHARDED) -> list[Job]:
@@ -304,8 +318,11 @@ class Daemon:
         web_config: LoadedWebConfig | None = None,
         web_config_flag: str | None = None,
         shard_flags: tuple[str | None, str | None] = (None, None),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        #: the wall clock of the calendars (a fixed one in tests)
+        self.clock = clock
         #: --shard and --total-shards as given: they win over the file on reload too
         self.shard_flags = shard_flags
         self.sharding = resolve_sharding(config, shard_flags)
@@ -343,6 +360,9 @@ class Daemon:
         )
         self.history = self.scheduler.history  # kept across reloads
         self._set_job_counts()
+        self.hours = opening_hours(config, clock)
+        self.open = OpenRenderer(self.store)
+        self._set_target_series()
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -381,6 +401,31 @@ class Daemon:
             ).encode(),
         )
 
+    def _set_target_series(self) -> None:
+        """What follows from the config and the jobs alone, set at start and on reload:
+        ``ccwatch_threshold`` and the subjects of ``ccwatch_open``, both for the targets
+        this shard polls."""
+        groups = self.scheduler.groups
+        thresholds: list[str] = []
+        subjects: dict[str, str | None] = {}
+        for target in self.config.targets:
+            group = groups.get(target.name)
+            if group is None:
+                continue
+            labels = target_labels_text(target.name, group.labels)
+            thresholds.extend(
+                f'{THRESHOLD}{{{labels},name="{name}"}} {format_value(value)}\n'
+                for name, value in self.config.thresholds_of(target)
+            )
+            for job in group.jobs:
+                if job.vendor_labels not in subjects:
+                    subjects[job.vendor_labels] = target.calendar_of(job.subject)
+        if thresholds:
+            self.store.set(THRESHOLD, 0, "".join(thresholds).encode())
+        else:
+            self.store.delete(THRESHOLD, 0)
+        self.open.configure(subjects.items())
+
     def metric_chunks(self, *, openmetrics: bool) -> Iterator[bytes]:
         store = self.store
         # The freshness rule is enforced here too: after a stalled loop, a scrape may come
@@ -398,14 +443,16 @@ class Daemon:
             0,
             f"{CONFIG_LAST_RELOAD_TIME} {format_value(self._last_reload_time)}\n".encode(),
         )
+        self.open.refresh(self.hours.states())
+        groups = self.scheduler.groups
         render_state_samples(
             store,
             self.render.samples,
             # only the targets this shard polls: another shard exports the others' state
             (
-                (name, state.samples())
+                (target_labels_text(name, groups[name].labels), state.samples())
                 for name, (_, state) in sorted(self.states.items())
-                if name in self.scheduler.groups
+                if name in groups
             ),
             self._state_families,
         )
@@ -506,6 +553,8 @@ class Daemon:
         address_changed = config.web.listen_address != self.config.web.listen_address
         self.config = config
         self._set_job_counts()
+        self.hours = opening_hours(config, self.clock)
+        self._set_target_series()
         self._last_reload_ok = True
         self._last_reload_error = None
         self._last_reload_time = time.time()

@@ -22,11 +22,25 @@ web:
 defaults:
   interval: 5s
   timeout: 2s
+# opening hours: the closed/no-agent alerts fire only while open (see ccwatch_open)
+calendars:
+  business:
+    timezone: Europe/Berlin
+    hours:
+      mon-fri: ["08:00-18:00"]
+      sat: ["09:00-13:00"]
+    holidays: {{country: DE, subdivision: BY}}
+  always:
+    hours: {{mon-sun: ["00:00-24:00"]}}
 targets:
   - name: ece-demo
     source: ece
     url: {sim_url}/system
     entry_points: [1000, 1001, 1002, 1003]
+    calendar: business
+    entry_point_calendars: {{1003: always}}
+    labels: {{team: sales, site: munich}}
+    thresholds: {{ece_queue_depth: 8, ece_wait_time: 2m}}
   # the simulator's Context Service registration drops now and then
   - name: context-service-demo
     source: context_service

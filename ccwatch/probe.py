@@ -101,7 +101,13 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from ccwatch.collector import JobRenderer, MetricStore, core_families, render_state_samples
+from ccwatch.collector import (
+    JobRenderer,
+    MetricStore,
+    core_families,
+    render_state_samples,
+    target_labels_text,
+)
 from ccwatch.config import ConfigBase, TargetConfig
 from ccwatch.daemon import build_group, target_states
 from ccwatch.errors import REASON_INTERNAL, ConfigError, PollError, TimeoutFailure
@@ -480,7 +486,12 @@ def _exposition(poll: _Poll, outcome: _Outcome) -> tuple[PollError | None, list[
         render.failure(job, outcome.duration)
     if poll.state is not None:
         families = [family.name for family in SOURCES[job.source].families]
-        render_state_samples(store, render.samples, [(job.target, poll.state.samples())], families)
+        render_state_samples(
+            store,
+            render.samples,
+            [(target_labels_text(job.target), poll.state.samples())],
+            families,
+        )
     names = {family.name for family in store.families()}
     lines = []
     for chunk in store.chunks(openmetrics=False):

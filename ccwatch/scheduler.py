@@ -81,6 +81,7 @@ class TargetGroup:
         "hold_wall",
         "jobs",
         "key",
+        "labels",
         "name",
         "shape",
         "source",
@@ -97,8 +98,11 @@ class TargetGroup:
         shape: object = None,
         timing: tuple[float, float, float] | None = None,
         jobs: Iterable[Job] = (),
+        labels: str = "",
     ) -> None:
         self.name = name
+        #: the target's static labels as text (``collector.static_labels_text``)
+        self.labels = labels
         self.url = url
         self.source = source
         self.shape = shape
@@ -146,6 +150,7 @@ class Job:
         "source",
         "stale",
         "stale_since",
+        "static",
         "subject",
         "subject_labels",
         "target",
@@ -186,6 +191,7 @@ class Job:
         self.subject_labels = (source_subject_labels, all_subject_labels)
         self.vendor_labels = ""
         self.poll_labels = ""
+        self.static = ""
         self.filled = 0
         self.due = 0.0
         #: the timer-wheel slot the job is armed in (-1: none); entries of other slots
@@ -440,6 +446,8 @@ class Scheduler:
         """Give ``job`` ``fresh``'s poll and the group's timing, keeping state and phase."""
         old_interval = job.interval
         job.poll = fresh.poll
+        if job.group is not None and job.group.labels != job.static:
+            self.render.relabel(job)  # new static labels: its series are rewritten
         timing = job.group.timing if job.group is not None else None
         if timing is not None:
             job.interval, job.timeout, job.max_retry_after = timing
@@ -488,7 +496,7 @@ class Scheduler:
         group.hold_wall = wall
         group.hold_reason = reason
         self._held.add(group)
-        self.render.hold(group.key, group.name, wall)
+        self.render.hold(group.key, group.name, wall, group.labels)
 
     def _end_hold(self, group: TargetGroup) -> None:
         group.hold_until = None

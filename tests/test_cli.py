@@ -239,6 +239,10 @@ def test_demo_shows_every_vendor_with_values_that_change() -> None:
         assert first, "the demo exported no ECE metrics"
         assert changed, "no ECE value changed within a minute"
         assert seen == set(vendors)
+        # the demo's calendars: entry point 1003 is open around the clock
+        labels = 'target="ece-demo",entry_point="1003",site="munich",team="sales"'
+        assert f"ccwatch_open{{{labels}}} 1\n" in text
+        assert 'ccwatch_open{target="ece-demo",entry_point="1000"' in text
     finally:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)

@@ -179,3 +179,104 @@ def test_the_registry_hands_its_union_to_the_loader() -> None:
     data = {"targets": [{"name": "a", "source": "gms_probe", "url": "http://x"}]}
     with pytest.raises(ConfigError, match="unknown source 'gms_probe'; known sources: ece"):
         config.parse_config(data, only_ece)
+
+
+def test_reserved_labels_cover_every_label_ccwatch_writes() -> None:
+    from ccwatch.collector import core_families
+    from ccwatch.config import RESERVED_LABELS
+    from ccwatch.sources import SOURCES, all_subject_labels
+
+    families = [*core_families(all_subject_labels())]
+    for source in SOURCES.values():
+        families.extend(source.families)
+    written = {label for family in families if "target" in family.labels for label in family.labels}
+    assert written <= RESERVED_LABELS, written - RESERVED_LABELS
+    # the issue's list, and what Prometheus adds
+    assert {"job", "instance", "name", "status", "collection"} <= RESERVED_LABELS
+
+
+def test_thresholds_default_per_source_and_override_per_target() -> None:
+    cfg = parse_config(
+        {
+            "defaults": {"thresholds": {"ece_queue_depth": 12, "stale_intervals": 4}},
+            "targets": [
+                {
+                    "name": "sales",
+                    "source": "ece",
+                    "url": "http://127.0.0.1:1/system",
+                    "entry_points": [1],
+                    "thresholds": {"ece_queue_depth": 8, "ece_wait_time": "2m"},
+                },
+                {
+                    "name": "support",
+                    "source": "ece",
+                    "url": "http://127.0.0.1:1/system",
+                    "entry_points": [2],
+                    "thresholds": {"ece_availability_objective": "99.5%"},
+                },
+                {
+                    "name": "gms",
+                    "source": "genesys_services",
+                    "url": "http://127.0.0.1:1",
+                    "customer_ids": ["A"],
+                },
+            ],
+        }
+    )
+    sales, support, gms = cfg.targets
+    assert dict(cfg.thresholds_of(sales)) == {
+        "ece_queue_depth": 8,
+        "ece_wait_time_seconds": 120,
+        "ece_availability_objective": 0.99,
+        "poll_failing_ratio": 0,
+        "stale_intervals": 4,
+    }
+    assert dict(cfg.thresholds_of(support))["ece_queue_depth"] == 12
+    assert dict(cfg.thresholds_of(support))["ece_availability_objective"] == pytest.approx(0.995)
+    assert dict(cfg.thresholds_of(gms)) == {
+        "genesys_oldest_active_service_age_seconds": 86400,
+        "poll_failing_ratio": 0,
+        "stale_intervals": 4,
+    }
+
+
+def test_calendars_and_labels_of_the_issue_example_are_valid() -> None:
+    cfg = parse_config(
+        {
+            "calendars": {
+                "emea-business": {
+                    "timezone": "Europe/Berlin",
+                    "hours": {"mon-fri": ["08:00-18:00"], "sat": ["09:00-13:00"]},
+                    "holidays": {"country": "DE", "subdivision": "BY"},
+                    "closed": ["2026-12-24", "2026-12-31"],
+                },
+                "always": {"hours": {"mon-sun": ["00:00-24:00"]}},
+                "night": {"hours": {"mon-fri": "22:00-06:00"}, "opening_grace": "0m"},
+            },
+            "targets": [
+                {
+                    "name": "ece-munich",
+                    "source": "ece",
+                    "url": "http://127.0.0.1:1/system",
+                    "entry_points": [1000, 1001],
+                    "calendar": "emea-business",
+                    "entry_point_calendars": {1001: "always"},
+                    "labels": {"team": "sales", "site": "munich"},
+                    "thresholds": {"ece_queue_depth": 8, "ece_wait_time": "2m"},
+                }
+            ],
+        }
+    )
+    (target,) = cfg.targets
+    assert target.calendar_of({"entry_point": "1000"}) == "emea-business"
+    assert target.calendar_of({"entry_point": "1001"}) == "always"
+    assert target.labels == {"team": "sales", "site": "munich"}
+    assert cfg.calendars["emea-business"].opening_grace == 300
+    assert cfg.calendars["night"].opening_grace == 0
+    # every calendar builds: the Munich one is closed on a Bavarian holiday (Epiphany)
+    import datetime
+
+    munich = cfg.calendars["emea-business"].build("emea-business")
+    epiphany = datetime.datetime(2026, 1, 6, 10, 0, tzinfo=datetime.UTC).timestamp()
+    assert not munich.is_open(epiphany)
+    assert munich.is_open(epiphany - 86400 * 7)  # the Tuesday before, 11:00 in Berlin

@@ -21,9 +21,9 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from ccwatch.config import TargetConfig
@@ -71,6 +71,36 @@ class EceTarget(TargetConfig):
     entry_points: list[int] = Field(min_length=1)
     #: Which of the five GETs to poll; all by default.
     endpoints: list[Endpoint] = Field(default_factory=lambda: list(ENDPOINTS), min_length=1)
+    #: entry point -> calendar name, overriding the target's ``calendar`` for it
+    entry_point_calendars: dict[int, str] = Field(default_factory=dict)
+
+    threshold_keys: ClassVar[tuple[str, ...]] = (
+        "ece_queue_depth",
+        "ece_wait_time",
+        "ece_availability_objective",
+    )
+
+    def calendar_of(self, subject: Mapping[str, str]) -> str | None:
+        override = self.entry_point_calendars.get(int(subject["entry_point"]))
+        return self.calendar if override is None else override
+
+    def calendar_names(self) -> list[tuple[str, str]]:
+        return [
+            *super().calendar_names(),
+            *(
+                (f"entry_point_calendars.{ep}", name)
+                for ep, name in self.entry_point_calendars.items()
+            ),
+        ]
+
+    @model_validator(mode="after")
+    def _calendar_entry_points(self) -> EceTarget:
+        unknown = sorted(set(self.entry_point_calendars) - set(self.entry_points))
+        if unknown:
+            raise ValueError(
+                f"entry_point_calendars: entry points {unknown} are not in entry_points"
+            )
+        return self
 
     @field_validator("entry_points")
     @classmethod

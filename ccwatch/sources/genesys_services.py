@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import MappingProxyType
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import quote
 
 import orjson
@@ -78,6 +78,8 @@ class GenesysServicesTarget(TargetConfig):
     completed_window: Duration = DEFAULT_COMPLETED_WINDOW
     #: Export ``active_services_by_type`` for these service types; absent: not exported.
     service_types: list[ServiceType] | None = Field(default=None, min_length=1)
+
+    threshold_keys: ClassVar[tuple[str, ...]] = ("genesys_oldest_active_service_age",)
 
     @field_validator("customer_ids", "contact_keys", "service_types")
     @classmethod
