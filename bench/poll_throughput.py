@@ -10,7 +10,11 @@ at an interval short enough that the scheduler always has work. Then it measures
 - peak RSS of this process,
 - /metrics render time over every series, in-process and over HTTP.
 
-Usage: python bench/poll_throughput.py [--entry-points 10000] [--seconds 20]
+With ``--hours``, the target has two static labels and an opening-hours calendar (half
+the entry points another one), as an operator's would: their series are longer and
+``ccwatch_open``/``ccwatch_opening_grace`` are exported per entry point.
+
+Usage: python bench/poll_throughput.py [--entry-points 10000] [--seconds 20] [--hours]
 Only 127.0.0.1 is used; the script stops by itself.
 """
 
@@ -48,21 +52,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     web_port = free_port()
     first = 1000
     async with simulator_process(first, args.entry_points) as sim_port:
-        config = parse_config(
-            {
-                "web": {"listen_address": f"127.0.0.1:{web_port}"},
-                "defaults": {"interval": args.interval, "timeout": "5s"},
-                "scheduler": {"max_concurrency": args.concurrency},
-                "targets": [
-                    {
-                        "name": "bench",
-                        "source": "ece",
-                        "url": f"http://127.0.0.1:{sim_port}/system",
-                        "entry_points": list(range(first, first + args.entry_points)),
-                    }
-                ],
+        entry_points = list(range(first, first + args.entry_points))
+        target: dict[str, Any] = {
+            "name": "bench",
+            "source": "ece",
+            "url": f"http://127.0.0.1:{sim_port}/system",
+            "entry_points": entry_points,
+        }
+        data: dict[str, Any] = {
+            "web": {"listen_address": f"127.0.0.1:{web_port}"},
+            "defaults": {"interval": args.interval, "timeout": "5s"},
+            "scheduler": {"max_concurrency": args.concurrency},
+            "targets": [target],
+        }
+        if args.hours:
+            data["calendars"] = {
+                "business": {
+                    "timezone": "Europe/Berlin",
+                    "hours": {"mon-fri": ["08:00-18:00"], "sat": ["09:00-13:00"]},
+                    "holidays": {"country": "DE", "subdivision": "BY"},
+                },
+                "always": {"hours": {"mon-sun": ["00:00-24:00"]}},
             }
-        )
+            target["calendar"] = "business"
+            target["entry_point_calendars"] = {ep: "always" for ep in entry_points[::2]}
+            target["labels"] = {"team": "customer-support", "site": "munich"}
+        config = parse_config(data)
         rss_before = rss_mb()
         daemon = Daemon(config)
         await daemon.start()
@@ -107,6 +122,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ok = sum(job.failures == 0 and job.attempted for job in scheduler.jobs)
         result = {
             "entry_points": args.entry_points,
+            "hours": args.hours,
             "jobs": jobs,
             "interval": args.interval,
             "max_concurrency": args.concurrency,
@@ -140,6 +156,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--interval", default="5s")
     parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument(
+        "--hours", action="store_true", help="static labels and calendars on the target"
+    )
     args = parser.parse_args()
     logs.configure("warning", "json")
     result = asyncio.run(run(args))

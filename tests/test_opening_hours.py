@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ccwatch.daemon import Daemon
 from ccwatch.sources import load_config, parse_config
 from tests.harness import Running, Scrape, Sim, gms_probe_target, reload, running, simulator
@@ -205,3 +207,25 @@ async def test_a_reload_changes_calendars_labels_and_thresholds_without_a_gap(
             write_yaml(path, third)
             await reload(d)
             assert open_state(await d.scrape(), "ece", entry_point="1000") == (1, 1)
+
+
+def readme_example() -> tuple[dict[str, Any], list[str]]:
+    """The README's worked example: its config and the series it shows."""
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Worked example", 1)[1].split("### Calendars", 1)[0]
+    blocks = section.split("```")
+    config_yaml, output = blocks[1].removeprefix("yaml\n"), blocks[3]
+    data: dict[str, Any] = yaml.safe_load(config_yaml)
+    return data, [line for line in output.splitlines() if line.strip()]
+
+
+async def test_the_readme_worked_example_shows_what_ccwatch_exports() -> None:
+    data, lines = readme_example()
+    assert len(lines) >= 6
+    async with simulator() as sim:
+        data["targets"][0]["url"] = f"{sim.url}/system"
+        d: Running
+        async with running(local(data, Clock(berlin(30, 8, 2)))) as d:  # Monday 08:02
+            text = (await d.scrape()).text
+    for line in lines:
+        assert line + "\n" in text, line

@@ -28,6 +28,9 @@ from tests.e2e.grafana import (
     variables,
 )
 
+RULES = (
+    Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "ccwatch.rules.yml"
+)
 CONTACT_CENTER = "contact-center.json"
 CCWATCH = "ccwatch.json"
 REQUIRED_VARIABLES = {CONTACT_CENTER: {"target", "entry_point"}, CCWATCH: {"target"}}
@@ -42,10 +45,11 @@ SELECTIONS = [
 ]
 
 
-#: A vector match: its operator, then ``on(...)`` and its labels.
+#: A vector match: its operator, then ``on(...)``, its labels and its group modifier.
 _ON_MATCH = re.compile(
     r"(?P<op>\b(?:and|or|unless)\b|==|!=|>=|<=|[-+*/%^<>])\s*(?:bool\s+)?"
-    r"on\s*\((?P<labels>[^)]*)\)\s*(?:group_(?:left|right)\s*(?:\([^)]*\))?)?\s*"
+    r"on\s*\((?P<labels>[^)]*)\)\s*"
+    r"(?:(?P<group>group_(?:left|right))\s*(?:\([^)]*\))?)?\s*"
 )
 #: An aggregation by some labels, or a series recorded per target.
 _AGGREGATED = (
@@ -54,15 +58,33 @@ _AGGREGATED = (
 )
 
 
+def _right_operand_aggregated(right: str) -> bool:
+    """Whether the text after a match starts with a per-target operand: an aggregation
+    or ``target:`` series, or a parenthesized expression holding one (``(1 - target:x)``).
+    """
+    text = right.lstrip()
+    if not text.startswith("("):
+        return re.match(_AGGREGATED, text) is not None
+    depth = 0
+    for end, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0:
+            return re.search(_AGGREGATED, text[: end + 1]) is not None
+    return re.search(_AGGREGATED, text) is not None
+
+
 def unaggregated_target_joins(expr: str) -> list[str]:
     """The ``on(...)`` matches of ``expr`` that join per-target series of several shards.
 
     With sharding, one target's series come from several instances (one per shard), so
     an arithmetic or comparison match ``on(target)`` (``instance`` not among its labels)
-    between raw series is many-to-many: each side must be aggregated by target first
-    (``sum by (target) (...)``, or a ``target:`` recorded series). The set operators
+    between raw series is many-to-many: the side that must be unique per target has to
+    be aggregated by target first (``sum by (target) (...)``, or a ``target:`` recorded
+    series). That is both sides of a one-to-one match, the right side of a
+    ``group_left`` (many-to-one: ``last_over_time(x[2m]) > on(job, target) group_left()
+    target:threshold``) and the left side of a ``group_right``. The set operators
     (``and``, ``or``, ``unless``) never fail that way. A lint, not a parser: it looks at
-    the text right after the match and at the whole left-hand side.
+    the operand right after the match and at the whole left-hand side.
     """
     found = []
     for match in _ON_MATCH.finditer(expr):
@@ -72,8 +94,16 @@ def unaggregated_target_joins(expr: str) -> list[str]:
         if "target" not in labels:
             continue
         left, right = expr[: match.start()], expr[match.end() :]
-        right_aggregated = re.match(rf"[\s(]*{_AGGREGATED}", right)
-        if not (right_aggregated and re.search(_AGGREGATED, left)):
+        left_ok = re.search(_AGGREGATED, left) is not None
+        right_ok = _right_operand_aggregated(right)
+        group = match.group("group")
+        if group == "group_left":
+            ok = right_ok
+        elif group == "group_right":
+            ok = left_ok
+        else:
+            ok = left_ok and right_ok
+        if not ok:
             found.append(match.group(0).strip())
     return found
 
@@ -193,6 +223,12 @@ def test_queries_filter_by_the_selected_target(path: Path) -> None:
         ("a unless on(target) b", False),
         ("a and on(job, target) b", False),
         ("a > on() group_left() ccwatch:threshold:x", False),
+        # many-to-one: only the "one" side must be per target
+        ("last_over_time(x[2m]) > on(job, target) group_left() target:threshold:max", False),
+        ("x / on(job, target) group_left() (1 - target:threshold:max{name='a'})", False),
+        ("x / on(job, target) group_left() (1 - threshold)", True),
+        ("target:x:count / on(job, target) group_right() ccwatch_poll_success", False),
+        ("ccwatch_poll_success / on(job, target) group_right() target:x:count", True),
     ],
 )
 def test_the_target_join_lint(expr: str, flagged: bool) -> None:
@@ -208,6 +244,33 @@ def test_queries_aggregate_shards_before_joining_on_target() -> None:
         if (joins := unaggregated_target_joins(query.expr))
     }
     assert bad == {}
+
+
+def test_recorded_series_in_queries_are_recorded_by_the_rules() -> None:
+    """A panel reading ``level:metric:operation`` series reads ones the rules record."""
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    recorded = {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+    used = {
+        name: query.where
+        for path in dashboard_files()
+        for query in queries(path)
+        for name in re.findall(r"\b[a-zA-Z_]\w*:[\w:]*\w\b", query.expr)
+    }
+    assert {n: w for n, w in used.items() if n not in recorded} == {}
+
+
+def test_the_availability_row() -> None:
+    """Availability during opening hours over 30 days, and the error budget left against
+    each target's own objective."""
+    exprs = [
+        target["expr"]
+        for panel in panels(by_name()[CONTACT_CENTER])
+        for target in panel.get("targets", [])
+    ]
+    assert any(e.startswith("ccwatch:ece_availability:ratio30d{") for e in exprs)
+    [budget] = [e for e in exprs if "ece_availability_objective" in e]
+    assert "ccwatch:ece_availability:ratio30d" in budget
+    assert "on(job, target) group_left()" in budget
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:

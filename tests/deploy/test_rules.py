@@ -21,12 +21,28 @@ REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RULES = PROMETHEUS_DIR / "rules" / "ccwatch.rules.yml"
-RULE_TESTS = PROMETHEUS_DIR / "tests" / "ccwatch.rules.test.yml"
+RULE_TESTS_DIR = PROMETHEUS_DIR / "tests"
+RULE_TESTS = RULE_TESTS_DIR / "ccwatch.rules.test.yml"
 RUNBOOK = REPO / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/ccwatch/ccwatch/blob/main/docs/runbook.md"
-THRESHOLD_GROUP = "ccwatch-thresholds"
-THRESHOLD_PREFIX = "ccwatch:threshold:"
 SEVERITIES = {"critical", "warning"}
+#: The thresholds ccwatch exports per target as ``ccwatch_threshold{target, name}`` (its
+#: config's ``defaults.thresholds`` and each target's ``thresholds``).
+THRESHOLD_NAMES = {
+    "ece_queue_depth",
+    "ece_wait_time_seconds",
+    "ece_availability_objective",
+    "genesys_oldest_active_service_age_seconds",
+    "poll_failing_ratio",
+    "stale_intervals",
+}
+#: The per-target thresholds as the rules read them: one series per (job, target, name).
+THRESHOLD_RECORD = "target:ccwatch_threshold:max"
+#: The group of the availability (SLO) recording rules.
+SLO_GROUP = "ccwatch-ece-slo"
+#: At most this many evaluations per promtool test group (its last eval_time over the
+#: file's evaluation_interval): long windows belong in a file that evaluates every hour.
+MAX_EVALUATIONS = 1000
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -55,6 +71,23 @@ def alerts() -> list[dict[str, Any]]:
 
 def alert_names() -> list[str]:
     return [rule["alert"] for rule in alerts()]
+
+
+def records() -> list[dict[str, Any]]:
+    return [rule for group in rule_groups() for rule in group["rules"] if "record" in rule]
+
+
+def rule_test_files() -> list[Path]:
+    """Every promtool test file: each is run, and together they cover every alert."""
+    return sorted(RULE_TESTS_DIR.glob("*.yml"))
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration (``1h30m``, ``59m59s999ms``) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * units[u] for n, u in parts)
 
 
 def github_anchor(heading: str) -> str:
@@ -93,10 +126,30 @@ def test_example_config_scrapes_ccwatch() -> None:
     assert all(t.endswith(":9865") for t in targets)
 
 
-def test_promtool_rule_unit_tests_pass() -> None:
-    result = promtool("test", "rules", RULE_TESTS)
+def test_the_rule_test_files() -> None:
+    names = [path.name for path in rule_test_files()]
+    assert RULE_TESTS.name in names
+    assert all(name.endswith(".test.yml") for name in names), names
+
+
+@pytest.mark.parametrize("path", rule_test_files(), ids=lambda p: p.name)
+def test_promtool_rule_unit_tests_pass(path: Path) -> None:
+    result = promtool("test", "rules", path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.parametrize("path", rule_test_files(), ids=lambda p: p.name)
+def test_rule_tests_stay_cheap(path: Path) -> None:
+    """promtool evaluates every rule at every evaluation_interval up to a test group's
+    last eval_time: a 30-day window at one minute is 43,200 evaluations of everything.
+    Long windows go in a file of their own with a long evaluation_interval."""
+    data = load_yaml(path)
+    interval = seconds(data.get("evaluation_interval", "1m"))
+    for test in data["tests"]:
+        cases = (test.get("alert_rule_test") or []) + (test.get("promql_expr_test") or [])
+        last = max(seconds(case["eval_time"]) for case in cases)
+        assert last / interval <= MAX_EVALUATIONS, (path.name, test["name"])
 
 
 # --------------------------------------------------------------------------- coverage
@@ -109,8 +162,9 @@ def _assertions(test: dict[str, Any]) -> Iterator[tuple[str, bool]]:
 
 
 def test_every_alert_has_a_firing_and_a_quiet_test() -> None:
-    """Per alert: a test group where it fires, and another where it must never fire."""
-    tests = load_yaml(RULE_TESTS)["tests"]
+    """Per alert: a test group where it fires, and another where it must never fire (in
+    any of the test files)."""
+    tests = [test for path in rule_test_files() for test in load_yaml(path)["tests"]]
     fires: set[str] = set()
     quiet: set[str] = set()
     for test in tests:
@@ -128,9 +182,10 @@ def test_every_alert_has_a_firing_and_a_quiet_test() -> None:
     assert (fires | quiet) - names == set(), "tests of alerts that do not exist"
 
 
-def test_rule_tests_load_the_shipped_rules() -> None:
-    tests = load_yaml(RULE_TESTS)
-    files = [(RULE_TESTS.parent / f).resolve() for f in tests["rule_files"]]
+@pytest.mark.parametrize("path", rule_test_files(), ids=lambda p: p.name)
+def test_rule_tests_load_the_shipped_rules(path: Path) -> None:
+    tests = load_yaml(path)
+    files = [(path.parent / f).resolve() for f in tests["rule_files"]]
     assert files == [RULES.resolve()]
     groups = [g["name"] for g in rule_groups()]
     assert tests["group_eval_order"] == groups
@@ -168,24 +223,102 @@ def test_runbook_sections_are_alerts() -> None:
 # --------------------------------------------------------------------------- thresholds
 
 
-def test_thresholds_live_in_one_group_and_are_all_used() -> None:
-    groups = rule_groups()
-    defined: dict[str, str] = {}
-    used: set[str] = set()
-    for group in groups:
-        for rule in group["rules"]:
-            record = rule.get("record", "")
-            if record.startswith(THRESHOLD_PREFIX):
-                assert group["name"] == THRESHOLD_GROUP, f"{record} outside {THRESHOLD_GROUP}"
-                assert re.fullmatch(r"vector\(\d+(\.\d+)?\)", rule["expr"].strip()), record
-                defined[record] = rule["expr"]
-            else:
-                used.update(re.findall(r"ccwatch:threshold:\w+", rule["expr"]))
-                for text in rule.get("annotations", {}).values():
-                    used.update(re.findall(r"ccwatch:threshold:\w+", text))
-    assert groups[0]["name"] == THRESHOLD_GROUP
-    assert used - set(defined) == set(), "thresholds used but not defined"
-    assert set(defined) - used == set(), "thresholds defined but never used"
+def _threshold_names(text: str) -> list[str]:
+    """The names of the thresholds that ``text`` selects (``ccwatch_threshold{...}`` or
+    ``target:ccwatch_threshold:max{...}``); a selector without a name is ``""``."""
+    names = []
+    for selector in re.findall(r"ccwatch_threshold(?::max)?\s*(\{[^}]*\})?", text):
+        name = re.search(r'\bname\s*=\s*\\?"(\w+)\\?"', selector)
+        names.append(name.group(1) if name else "")
+    return names
+
+
+def test_thresholds_come_from_ccwatch() -> None:
+    """No constant thresholds in the rules: ccwatch exports them per target, and one
+    recording rule takes them over the shards (every shard exports every target's)."""
+    text = RULES.read_text(encoding="utf-8")
+    assert "ccwatch:threshold:" not in text, "constant thresholds are gone: ccwatch_threshold"
+    [record] = [r for r in records() if r["record"] == THRESHOLD_RECORD]
+    assert " ".join(record["expr"].split()) == "max by (job, target, name) (ccwatch_threshold)"
+    raw = [
+        rule.get("alert") or rule["record"]
+        for rule in alerts() + records()
+        if rule.get("record") != THRESHOLD_RECORD
+        and re.search(r"(?<![:\w])ccwatch_threshold(?![:\w])", rule["expr"])
+    ]
+    assert raw == [], f"read {THRESHOLD_RECORD} (one per target), not ccwatch_threshold"
+
+
+def test_thresholds_used_are_ccwatchs_and_all_are_used() -> None:
+    used: list[str] = []
+    for rule in alerts():
+        used += _threshold_names(rule["expr"])
+        for text in rule.get("annotations", {}).values():
+            used += _threshold_names(text)
+    assert set(used) <= THRESHOLD_NAMES, set(used) - THRESHOLD_NAMES
+    assert set(used) == THRESHOLD_NAMES, f"never used: {THRESHOLD_NAMES - set(used)}"
+    header = RULES.read_text(encoding="utf-8").split("groups:")[0]
+    assert all(name in header for name in THRESHOLD_NAMES), "HOW TO TUNE lists every name"
+
+
+def test_alerts_join_thresholds_per_target() -> None:
+    """Every comparison with a threshold takes the alert's own target's:
+    ``on(job, target) group_left()`` right before the threshold (or ``(1 - threshold)``),
+    and annotations that quote one select the alert's job and target."""
+    join = re.compile(
+        r"on\(job, target\)\s+group_left\(\)\s*(?:\(\s*1\s*-\s*)?"
+        + re.escape(THRESHOLD_RECORD)
+        + r'\{name="\w+"\}'
+    )
+    for rule in alerts():
+        expr = rule["expr"]
+        assert len(join.findall(expr)) == expr.count(THRESHOLD_RECORD), rule["alert"]
+        for text in rule.get("annotations", {}).values():
+            for selector in re.findall(re.escape(THRESHOLD_RECORD) + r"\{[^}]*\}", text):
+                assert re.fullmatch(
+                    r'\{job=%q,target=%q,name="\w+"\}', selector[len(THRESHOLD_RECORD) :]
+                ), (
+                    rule["alert"],
+                    selector,
+                )
+
+
+def test_runbook_table_names_each_alerts_thresholds() -> None:
+    """The runbook's alert table lists, per alert, the thresholds its expression uses."""
+    rows = re.findall(
+        r"^\| \[(Ccwatch\w+)\]\(#\w+\) \| \S+ \| \w+ \| (.*) \|$",
+        RUNBOOK.read_text(encoding="utf-8"),
+        re.M,
+    )
+    table = {name: set(re.findall(r"`(\w+)`", cell)) for name, cell in rows}
+    expected = {rule["alert"]: set(_threshold_names(rule["expr"])) for rule in alerts()}
+    assert table == expected
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def test_slo_windows_hold_whole_evaluations() -> None:
+    """The availability ratios' ranges are 1ms short of whole minutes (``[59m59s999ms]``):
+    Prometheus 2 selects [t-W, t] and 3 (t-W, t], and 1ms short both select the
+    W/interval evaluations of (t-W, t], so that consecutive hours do not overlap."""
+    [group] = [g for g in rule_groups() if g["name"] == SLO_GROUP]
+    ranges = [r for rule in group["rules"] for r in re.findall(r"\[(\w+)(?::\w+)?\]", rule["expr"])]
+    assert ranges
+    for window in ranges:
+        assert window.endswith("59s999ms"), window
+        assert round(seconds(window) + 0.001, 3) % 60 == 0, window
+
+
+def test_slo_rules_drop_only_the_instance() -> None:
+    """The per-entry-point availability series aggregate the shards away (an entry point
+    moving between shards keeps one series) and keep every other label: static labels,
+    for routing the burn-rate alerts."""
+    [group] = [g for g in rule_groups() if g["name"] == SLO_GROUP]
+    for rule in group["rules"]:
+        assert not re.search(r"\bby\s*\(", rule["expr"]), rule.get("record") or rule["alert"]
+        for labels in re.findall(r"\bwithout\s*\(([^)]*)\)", rule["expr"]):
+            assert labels.strip() == "instance", rule.get("record") or rule["alert"]
 
 
 # --------------------------------------------------------------------------- tables
