@@ -40,6 +40,11 @@ from pydantic_settings import (
 from ccwatch import calendars
 from ccwatch.errors import ConfigError
 
+try:  # libyaml's loader where PyYAML was built with it
+    from yaml import CSafeLoader as _SafeBase
+except ImportError:  # pragma: no cover - PyYAML without libyaml
+    from yaml import SafeLoader as _SafeBase  # type: ignore[assignment]
+
 DEFAULT_CONFIG_PATH = "/etc/ccwatch/ccwatch.yml"
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9865"
 
@@ -141,6 +146,11 @@ def parse_ratio(value: object) -> float:
             return float(value.strip().removesuffix("%").strip()) / 100
         except ValueError:
             raise ValueError(f"invalid percentage {value!r}: write it like 99% or 0.99") from None
+    if isinstance(value, str):  # e.g. from the environment
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise ValueError(f"invalid ratio {value!r}: write it like 0.99 or 99%") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"invalid ratio {value!r}: write it like 0.99 or 99%")
     return float(value)
@@ -182,12 +192,12 @@ RESERVED_LABELS: frozenset[str] = frozenset(
         "instance",
     }
 )
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 def _check_static_labels(value: dict[str, str]) -> dict[str, str]:
     for name, text in value.items():
-        if not _LABEL_NAME.match(name):
+        if not _LABEL_NAME.fullmatch(name):
             raise ValueError(
                 f"{name!r} is not a Prometheus label name (letters, digits and _, "
                 "not starting with a digit)"
@@ -389,12 +399,12 @@ class CalendarConfig(StrictModel):
         )
 
 
-_CALENDAR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CALENDAR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _check_calendar_names(value: dict[str, CalendarConfig]) -> dict[str, CalendarConfig]:
     for name in value:
-        if not _CALENDAR_NAME.match(name):
+        if not _CALENDAR_NAME.fullmatch(name):
             raise ValueError(
                 f"calendar name {name!r}: use letters, digits, '_', '.' and '-' "
                 "(starting with a letter or digit)"
@@ -681,7 +691,18 @@ def parse_config(data: Any, model: type[ConfigBase], *, origin: str = "config") 
 
 #: libyaml's safe loader where PyYAML was built with it (10x faster on a 10,000-entry-point
 #: file, which matters for reloads), else the pure-Python one. Both are safe loaders.
-_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class _DateFreeLoader(_SafeBase):
+    """The safe loader without implicit timestamps: ``2026-12-24`` stays a string, so that
+    pydantic parses it (and names the key path of an impossible date such as 2026-02-30,
+    which YAML's own date parser would raise as a bare ValueError)."""
+
+    yaml_implicit_resolvers = {
+        first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in _SafeBase.yaml_implicit_resolvers.items()
+    }
+
+
+_YAML_LOADER = _DateFreeLoader
 
 
 def load_config(path: str | os.PathLike[str], model: type[ConfigBase]) -> ConfigBase:

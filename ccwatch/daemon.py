@@ -66,7 +66,25 @@ def target_shape(
     read when the client is made, so their size and modification time are part of the
     shape: a rotated certificate followed by a reload takes effect.
     """
-    return (target, config.max_response_size_of(target), _tls_file_stamps(target), sharding)
+    return (
+        _jobs_of(target),
+        config.max_response_size_of(target),
+        _tls_file_stamps(target),
+        sharding,
+    )
+
+
+#: Target keys that no job is built from: a reload that changes only these keeps the
+#: target's jobs as they are (and re-exports ``ccwatch_threshold`` and ``ccwatch_open``).
+#: ``labels`` is not one of them: the jobs' label texts are made from it.
+_NOT_JOBS = ("calendar", "entry_point_calendars", "thresholds")
+
+
+def _jobs_of(target: TargetConfig) -> TargetConfig:
+    """The target without its :data:`_NOT_JOBS` keys, for comparing shapes."""
+    fields = type(target).model_fields
+    blank = {key: None for key in _NOT_JOBS if key in fields}
+    return target.model_copy(update=blank)
 
 
 def _tls_file_stamps(target: TargetConfig) -> tuple[tuple[str, int, int], ...]:
@@ -545,6 +563,7 @@ class Daemon:
         their state and phase; removed jobs are cancelled and their series dropped.
         """
         started = time.perf_counter()
+        hours = opening_hours(config, self.clock)  # before anything changes
         states = target_states(config, self.states)
         groups = build_groups(config, self.http, self.scheduler.groups, states, self.sharding)
         counts = self.scheduler.update(groups, max_concurrency=config.scheduler.max_concurrency)
@@ -553,7 +572,7 @@ class Daemon:
         address_changed = config.web.listen_address != self.config.web.listen_address
         self.config = config
         self._set_job_counts()
-        self.hours = opening_hours(config, self.clock)
+        self.hours = hours
         self._set_target_series()
         self._last_reload_ok = True
         self._last_reload_error = None

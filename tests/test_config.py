@@ -280,3 +280,19 @@ def test_calendars_and_labels_of_the_issue_example_are_valid() -> None:
     epiphany = datetime.datetime(2026, 1, 6, 10, 0, tzinfo=datetime.UTC).timestamp()
     assert not munich.is_open(epiphany)
     assert munich.is_open(epiphany - 86400 * 7)  # the Tuesday before, 11:00 in Berlin
+
+
+def test_a_label_name_with_a_trailing_newline_is_refused() -> None:
+    target = {"name": "a", "source": "ece", "url": "http://127.0.0.1:1/system"}
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.labels: 'team\\n' is not a Prometheus"):
+        parse_config({"targets": [{**target, "entry_points": [1], "labels": {"team\n": "x"}}]})
+
+
+def test_the_objective_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCWATCH_DEFAULTS__THRESHOLDS__ECE_AVAILABILITY_OBJECTIVE", "0.995")
+    target = {"name": "a", "source": "ece", "url": "http://127.0.0.1:1/system"}
+    cfg = parse_config({"targets": [{**target, "entry_points": [1]}]})
+    assert cfg.defaults.thresholds.ece_availability_objective == pytest.approx(0.995)
+    monkeypatch.setenv("CCWATCH_DEFAULTS__THRESHOLDS__ECE_AVAILABILITY_OBJECTIVE", "99.9%")
+    cfg = parse_config({"targets": [{**target, "entry_points": [1]}]})
+    assert cfg.defaults.thresholds.ece_availability_objective == pytest.approx(0.999)

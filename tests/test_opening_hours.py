@@ -208,6 +208,22 @@ async def test_a_reload_changes_calendars_labels_and_thresholds_without_a_gap(
             await reload(d)
             assert open_state(await d.scrape(), "ece", entry_point="1000") == (1, 1)
 
+            # a target's thresholds and calendars build no job: its jobs go on untouched
+            group = d.daemon.scheduler.groups["ece"]
+            fourth = dict(third)
+            fourth["targets"] = [
+                {**third["targets"][0], "thresholds": {"ece_queue_depth": 5},
+                 "calendar": "always", "entry_point_calendars": {}},
+                *third["targets"][1:],
+            ]  # fmt: skip
+            write_yaml(path, fourth)
+            await reload(d)
+            assert d.daemon.scheduler.groups["ece"] is group
+            scrape = await d.scrape()
+            assert open_state(scrape, "ece", entry_point="1000") == (1, 0)
+            thresholds = {s.labels["name"]: s.value for s in scrape.series("ccwatch_threshold")}
+            assert thresholds["ece_queue_depth"] == 5
+
 
 def readme_example() -> tuple[dict[str, Any], list[str]]:
     """The README's worked example: its config and the series it shows."""
