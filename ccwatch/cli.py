@@ -257,6 +257,8 @@ def _check_config(
         else:
             jobs = build_jobs(config, HttpClient())
             print(f"{path}: OK ({len(config.targets)} targets, {len(jobs)} poll jobs)")
+        for line in config.warnings():
+            print(f"  warning: {line}")
         web_config_file = web_config_path(config, path, web_config_file)
     if web_config_file is not None:
         status = max(status, _check_web_config(web_config_file))

@@ -341,7 +341,7 @@ class DefaultThresholds(Thresholds):
     ece_wait_time: Duration = 300.0
     ece_availability_objective: Annotated[Ratio, AfterValidator(_objective)] = 0.99
     genesys_oldest_active_service_age: Duration = 86400.0
-    poll_failing_ratio: float = Field(default=0.0, ge=0, le=1)
+    poll_failing_ratio: float = Field(default=0.2, ge=0, le=1)
     stale_intervals: float = Field(default=3.0, gt=0)
 
 
@@ -429,6 +429,9 @@ class TargetConfig(StrictModel):
     max_response_size: ByteSize | None = Field(default=None, gt=0)
     #: The longest ``Retry-After`` (on 429 and 503) this target's server can hold it for.
     max_retry_after: Duration | None = None
+    #: Use ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` when no ``proxy_url`` is set (as
+    #: Prometheus's ``proxy_from_environment``); unset: ``defaults.proxy_from_environment``.
+    proxy_from_environment: bool | None = None
     #: The opening-hours calendar of the target's subjects (a name in ``calendars:``);
     #: none: always open.
     calendar: str | None = Field(default=None, min_length=1)
@@ -441,6 +444,13 @@ class TargetConfig(StrictModel):
     default_interval: ClassVar[float | None] = None
     #: The source's own ``thresholds`` keys (beyond :data:`CORE_THRESHOLDS`).
     threshold_keys: ClassVar[tuple[str, ...]] = ()
+    #: The shortest interval the vendor should see: a shorter one is allowed (labs,
+    #: tests) but warned about, with the load it causes (:meth:`ConfigBase.warnings`).
+    interval_floor: ClassVar[float | None] = None
+
+    def vendor_load(self, interval: float) -> str:
+        """What polling at ``interval`` costs the vendor, in words (for warnings)."""
+        return f"{60 / interval:g} polls a minute per job"
 
     def calendar_of(self, subject: Mapping[str, str]) -> str | None:
         """The calendar of one subject (the target's; a source may override per subject)."""
@@ -478,6 +488,7 @@ class Defaults(StrictModel):
     timeout: Duration = 5.0
     max_response_size: ByteSize = Field(default=ByteSize(1024 * 1024), gt=0)
     max_retry_after: Duration = 300.0
+    proxy_from_environment: bool = False
     thresholds: DefaultThresholds = DefaultThresholds()
 
 
@@ -549,6 +560,29 @@ class ConfigBase(BaseSettings):
         if target.max_retry_after is not None:
             return target.max_retry_after
         return self.defaults.max_retry_after
+
+    def proxy_from_environment_of(self, target: TargetConfig) -> bool:
+        if target.proxy_from_environment is not None:
+            return target.proxy_from_environment
+        return self.defaults.proxy_from_environment
+
+    def warnings(self) -> list[str]:
+        """Valid but unwise settings, one line each with its key path: intervals below
+        their source's floor, which load the vendor (``check-config`` and startup print
+        them)."""
+        out = []
+        for i, target in enumerate(self.targets):
+            floor = target.interval_floor
+            interval = self.interval_of(target)
+            if floor is None or interval >= floor:
+                continue
+            key = f"targets[{i}].interval" if target.interval is not None else "defaults.interval"
+            out.append(
+                f"{key}: {format_duration(interval)} for {target.source} target "
+                f"{target.name!r} is below the floor of {format_duration(floor)}: "
+                f"{target.vendor_load(interval)}"
+            )
+        return out
 
     def thresholds_of(self, target: TargetConfig) -> list[tuple[str, float]]:
         """(``ccwatch_threshold`` name, value) of the target's source's thresholds, its

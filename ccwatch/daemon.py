@@ -150,6 +150,7 @@ def build_group(
         target,
         max_response_size=config.max_response_size_of(target),
         headers=source.headers,
+        proxy_from_environment=config.proxy_from_environment_of(target),
     )
     if source.client_factory is not None:
         client = source.client_factory(target, client, state)
@@ -601,6 +602,8 @@ class Daemon:
             shard=self.sharding.shard,
             total_shards=self.sharding.total,
         )
+        for line in self.config.warnings():
+            log.warning("config_warning", detail=line)
         self.scheduler.start()
         log_web_config(self.web, startup=True)
         # always guarded: a reload may add basic auth users to a plain HTTP endpoint

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import copy
 import ssl
 import time
 import zlib
@@ -31,6 +33,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -240,8 +243,18 @@ class HttpClient:
         *,
         max_response_size: int,
         headers: Mapping[str, str] | None = None,
+        proxy_from_environment: bool = False,
     ) -> TargetClient:
+        """The target's client. Its proxy is its ``proxy_url``; without one and with
+        ``proxy_from_environment``, the one ``HTTPS_PROXY``/``HTTP_PROXY`` name for its
+        URL unless ``NO_PROXY`` excludes its host (read now, as curl would)."""
         all_headers = dict(headers or {})
+        proxy: str | None = target.proxy_url
+        proxy_auth: aiohttp.BasicAuth | None = None
+        if proxy is None and proxy_from_environment:
+            with contextlib.suppress(LookupError):
+                env_proxy, proxy_auth = get_env_proxy_for_url(URL(target.url))
+                proxy = str(env_proxy)
         if target.basic_auth is not None:
             password = (
                 target.basic_auth.password.get_secret_value() if target.basic_auth.password else ""
@@ -253,7 +266,8 @@ class HttpClient:
             base_url=target.url,
             ssl_context=make_ssl_context(target.tls_config),
             server_name=target.tls_config.server_name if target.tls_config else None,
-            proxy=target.proxy_url,
+            proxy=proxy,
+            proxy_auth=proxy_auth,
             headers=all_headers,
             max_response_size=max_response_size,
         )
@@ -272,6 +286,7 @@ class TargetClient:
         proxy: str | None,
         headers: Mapping[str, str],
         max_response_size: int,
+        proxy_auth: aiohttp.BasicAuth | None = None,
     ) -> None:
         self.http = http
         self.base_url = base_url
@@ -285,6 +300,8 @@ class TargetClient:
         self._kwargs: dict[str, Any] = {"headers": self._headers, "ssl": ssl_context}
         if proxy is not None:
             self._kwargs["proxy"] = proxy
+            if proxy_auth is not None:
+                self._kwargs["proxy_auth"] = proxy_auth
         if server_name is not None:
             self._kwargs["server_hostname"] = server_name
 
@@ -292,6 +309,12 @@ class TargetClient:
         """The base URL, percent-encoded where it needs to be, and ``path`` (which the
         source has encoded) appended: ready for ``URL(..., encoded=True)``."""
         return self._encoded_base + path
+
+    def with_cap(self, max_response_size: int) -> TargetClient:
+        """The same client with another body cap (for one endpoint with larger answers)."""
+        other = copy.copy(self)
+        other.max_response_size = max_response_size
+        return other
 
     async def request(
         self,

@@ -251,6 +251,9 @@ class OAuth2Client(TargetClient):
     def url(self, path: str) -> str:
         return self.inner.url(path)
 
+    def with_cap(self, max_response_size: int) -> OAuth2Client:
+        return OAuth2Client(self.inner.with_cap(max_response_size), self.tokens)
+
     async def request(
         self,
         method: str,

@@ -71,6 +71,21 @@ def test_check_config_valid(tmp_path: Path) -> None:
     result = subprocess.run([*CCWATCH, "check-config", str(path)], capture_output=True, text=True)
     assert result.returncode == 0
     assert "OK (1 targets, 10 poll jobs)" in result.stdout
+    assert "warning" not in result.stdout
+
+
+def test_check_config_warns_about_an_interval_below_the_floor(tmp_path: Path) -> None:
+    path = tmp_path / "fast.yml"
+    path.write_text(
+        "targets:\n  - {name: a, source: ece, url: 'http://127.0.0.1:1/system',"
+        " entry_points: [1], interval: 1s}\n"
+    )
+    result = subprocess.run([*CCWATCH, "check-config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0  # allowed: labs and tests need it
+    assert (
+        "  warning: targets[0].interval: 1s for ece target 'a' is below the floor of 5s: "
+        "300 requests a minute to ECE (1 entry points x 5 endpoints)\n"
+    ) in result.stdout
 
 
 def test_check_config_invalid_exits_1_with_readable_errors() -> None:

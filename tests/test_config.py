@@ -228,14 +228,14 @@ def test_thresholds_default_per_source_and_override_per_target() -> None:
         "ece_queue_depth": 8,
         "ece_wait_time_seconds": 120,
         "ece_availability_objective": 0.99,
-        "poll_failing_ratio": 0,
+        "poll_failing_ratio": 0.2,
         "stale_intervals": 4,
     }
     assert dict(cfg.thresholds_of(support))["ece_queue_depth"] == 12
     assert dict(cfg.thresholds_of(support))["ece_availability_objective"] == pytest.approx(0.995)
     assert dict(cfg.thresholds_of(gms)) == {
         "genesys_oldest_active_service_age_seconds": 86400,
-        "poll_failing_ratio": 0,
+        "poll_failing_ratio": 0.2,
         "stale_intervals": 4,
     }
 
@@ -296,3 +296,23 @@ def test_the_objective_can_come_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CCWATCH_DEFAULTS__THRESHOLDS__ECE_AVAILABILITY_OBJECTIVE", "99.9%")
     cfg = parse_config({"targets": [{**target, "entry_points": [1]}]})
     assert cfg.defaults.thresholds.ece_availability_objective == pytest.approx(0.999)
+
+
+def test_intervals_below_a_source_floor_are_warned_about_not_refused() -> None:
+    target = {"name": "a", "source": "ece", "url": "http://127.0.0.1:1/system"}
+    cfg = parse_config(
+        {
+            "defaults": {"interval": "2s"},
+            "targets": [
+                {**target, "entry_points": [1, 2], "interval": "1s"},
+                {**target, "name": "b", "entry_points": [3]},
+                {**target, "name": "c", "entry_points": [4], "interval": "5s"},
+            ],
+        }
+    )
+    assert cfg.warnings() == [
+        "targets[0].interval: 1s for ece target 'a' is below the floor of 5s: "
+        "600 requests a minute to ECE (2 entry points x 5 endpoints)",
+        "defaults.interval: 2s for ece target 'b' is below the floor of 5s: "
+        "150 requests a minute to ECE (1 entry points x 5 endpoints)",
+    ]

@@ -157,11 +157,11 @@ async def test_thresholds_are_exported_per_target_with_the_defaults_applied() ->
         "ece_queue_depth": 8,  # the target's own
         "ece_wait_time_seconds": 240,  # defaults.thresholds, written as 4m
         "ece_availability_objective": 0.99,  # the built-in default
-        "poll_failing_ratio": 0,
+        "poll_failing_ratio": 0.2,
         "stale_intervals": 5,
     }
     probe = {s.labels["name"]: s.value for s in scrape.series("ccwatch_threshold", target="probe")}
-    assert probe == {"poll_failing_ratio": 0, "stale_intervals": 5}
+    assert probe == {"poll_failing_ratio": 0.2, "stale_intervals": 5}
 
 
 async def test_a_reload_changes_calendars_labels_and_thresholds_without_a_gap(
@@ -226,8 +226,8 @@ async def test_a_reload_changes_calendars_labels_and_thresholds_without_a_gap(
 
 
 def readme_example() -> tuple[dict[str, Any], list[str]]:
-    """The README's worked example: its config and the series it shows."""
-    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    """The worked example of docs/configuration.md: its config and the series it shows."""
+    text = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
     section = text.split("### Worked example", 1)[1].split("### Calendars", 1)[0]
     blocks = section.split("```")
     config_yaml, output = blocks[1].removeprefix("yaml\n"), blocks[3]

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Final, Literal
 from urllib.parse import quote
 
 import orjson
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
 from ccwatch.config import Duration, OAuth2, TargetConfig, _resolve_secret
@@ -69,6 +69,11 @@ class AlvariaContextCookiesTarget(TargetConfig):
     stale_after: Duration = DEFAULT_STALE_AFTER
     #: Which collections to poll; all four by default.
     collections: list[Collection] = Field(default_factory=lambda: list(COLLECTIONS), min_length=1)
+    #: The body cap of the settings collection, which the API does not paginate and
+    #: whose items carry the cookies' content: large organisations answer megabytes.
+    #: (The larger of this and the target's cap applies.) The body is parsed for counts
+    #: and expiry dates, then dropped; it is never logged or exported.
+    settings_max_response_size: ByteSize = Field(default=ByteSize(16 * 1024 * 1024), gt=0)
 
     #: A cloud API with rate limits, whose numbers move slowly.
     default_interval: ClassVar[float | None] = 60.0
@@ -279,9 +284,11 @@ def jobs(
 ) -> list[JobSpec]:
     org = quote(target.org_id, safe="")
     out = []
+    settings_cap = max(int(target.settings_max_response_size), client.max_response_size)
     for collection in target.collections:
         url = URL(client.url(PATH.format(org_id=org, collection=collection)), encoded=True)
-        out.append(JobSpec(collection, {}, partial(_poll, client, target, url, collection)))
+        own = client.with_cap(settings_cap) if collection == "settings" else client
+        out.append(JobSpec(collection, {}, partial(_poll, own, target, url, collection)))
     return out
 
 

@@ -73,12 +73,25 @@ class EceTarget(TargetConfig):
     endpoints: list[Endpoint] = Field(default_factory=lambda: list(ENDPOINTS), min_length=1)
     #: entry point -> calendar name, overriding the target's ``calendar`` for it
     entry_point_calendars: dict[int, str] = Field(default_factory=dict)
+    #: The unit of liveSessionStatus's ``waitTime``, which the spec does not document
+    #: (its sample, 3.0, reads as seconds); exported in seconds either way.
+    wait_time_unit: Literal["seconds", "minutes"] = "seconds"
 
     threshold_keys: ClassVar[tuple[str, ...]] = (
         "ece_queue_depth",
         "ece_wait_time",
         "ece_availability_objective",
     )
+
+    #: ECE's chat APIs serve customers' browsers: poll them no more than every 5 s.
+    interval_floor: ClassVar[float | None] = 5.0
+
+    def vendor_load(self, interval: float) -> str:
+        requests = len(self.entry_points) * len(self.endpoints) * 60 / interval
+        return (
+            f"{requests:g} requests a minute to ECE ({len(self.entry_points)} entry points "
+            f"x {len(self.endpoints)} endpoints)"
+        )
 
     def calendar_of(self, subject: Mapping[str, str]) -> str | None:
         override = self.entry_point_calendars.get(int(subject["entry_point"]))
@@ -237,14 +250,16 @@ def parse_capacity(body: bytes) -> Capacity:
     return Capacity(count)
 
 
-def parse_live_session_status(body: bytes) -> SessionStatus:
+def parse_live_session_status(body: bytes, wait_unit_seconds: float = 1.0) -> SessionStatus:
+    """``waitTime`` in ``wait_unit_seconds`` (60 for a target's ``wait_time_unit:
+    minutes``), returned in seconds."""
     root = parse_xml(body)
     expect_root(root, "sessionStatus")
     wait = parse_float(child_text(root, "waitTime"), "waitTime")
     depth = parse_int(child_text(root, "queueDepth"), "queueDepth")
     if wait < 0 or depth < 0:
         raise ParseFailure(f"negative waitTime {wait} or queueDepth {depth}")
-    return SessionStatus(wait, depth)
+    return SessionStatus(wait * wait_unit_seconds, depth)
 
 
 def parse_check_eligibility(body: bytes) -> Eligibility:
@@ -282,22 +297,35 @@ PARSERS: Final[Mapping[str, Callable[[bytes], Reading]]] = MappingProxyType(
 # --------------------------------------------------------------------------- jobs
 
 
-async def _poll(client: TargetClient, url: URL, endpoint: str) -> Reading:
+async def _poll(client: TargetClient, url: URL, parse: Callable[[bytes], Reading]) -> Reading:
     response = await client.request("GET", url, content_types=XML_TYPES)
-    return PARSERS[endpoint](response.body)
+    return parse(response.body)
+
+
+_WAIT_UNITS: Final = {"seconds": 1.0, "minutes": 60.0}
+
+
+def parser(endpoint: str, wait_time_unit: str = "seconds") -> Callable[[bytes], Reading]:
+    """The parser of one endpoint's answers for a target."""
+    unit = _WAIT_UNITS[wait_time_unit]
+    if endpoint == "liveSessionStatus" and unit != 1.0:
+        return lambda body: parse_live_session_status(body, unit)
+    return PARSERS[endpoint]
 
 
 class _Poll:
     """One job's poll. Its URL is made at the first poll, not when the job is built: a
     reload builds every job of a changed target, and most only hand their poll over."""
 
-    __slots__ = ("base", "client", "endpoint", "path", "url")
+    __slots__ = ("base", "client", "parse", "path", "url")
 
-    def __init__(self, client: TargetClient, base: str, path: str, endpoint: str) -> None:
+    def __init__(
+        self, client: TargetClient, base: str, path: str, parse: Callable[[bytes], Reading]
+    ) -> None:
         self.client = client
         self.base = base
         self.path = path
-        self.endpoint = endpoint
+        self.parse = parse
         self.url: URL | None = None
 
     def __call__(self) -> Coroutine[Any, Any, Reading]:
@@ -305,17 +333,18 @@ class _Poll:
         if url is None:
             # the base URL is encoded once per target; the path is plain ASCII
             url = self.url = URL(self.base + self.path, encoded=True)
-        return _poll(self.client, url, self.endpoint)
+        return _poll(self.client, url, self.parse)
 
 
 def jobs(target: EceTarget, client: TargetClient, state: None = None) -> list[JobSpec]:
     out = []
     base = client.url("")
+    parsers = {endpoint: parser(endpoint, target.wait_time_unit) for endpoint in target.endpoints}
     for entry_point in target.entry_points:
         subject = {"entry_point": str(entry_point)}
         for endpoint in target.endpoints:
             path = PATH.format(endpoint=endpoint, entry_point=entry_point)
-            out.append(JobSpec(endpoint, subject, _Poll(client, base, path, endpoint)))
+            out.append(JobSpec(endpoint, subject, _Poll(client, base, path, parsers[endpoint])))
     return out
 
 

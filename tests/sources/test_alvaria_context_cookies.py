@@ -580,3 +580,24 @@ async def test_failed_token_requests_are_counted_in_the_state(server: Server) ->
     assert state.tokens.config == t2.oauth2
     assert state.tokens.config.client_id == "other"
     assert list(state.samples()) == [(alvaria.TOKEN_FAILURES, (), 2.0)]
+
+
+def test_the_settings_collection_has_its_own_larger_cap() -> None:
+    http = HttpClient()
+    cfg = config_of()
+    client = http.for_target(cfg, max_response_size=1024 * 1024)
+    caps = {
+        spec.endpoint: spec.poll.args[0].max_response_size  # type: ignore[attr-defined]
+        for spec in alvaria.jobs(cfg, client, alvaria.TokenState(cfg))
+    }
+    assert caps == {
+        "settings": 16 * 1024 * 1024,
+        "customers": 1024 * 1024,
+        "services": 1024 * 1024,
+        "channels": 1024 * 1024,
+    }
+    # configurable, and never below the target's own cap
+    small = config_of(settings_max_response_size="512KiB")
+    client = http.for_target(small, max_response_size=1024 * 1024)
+    (settings, *_) = alvaria.jobs(small, client, alvaria.TokenState(small))
+    assert settings.poll.args[0].max_response_size == 1024 * 1024  # type: ignore[attr-defined]

@@ -579,3 +579,19 @@ def test_families() -> None:
         assert family.type == "gauge"
         assert family.help.endswith(" poll).")
         assert "(from ccwatch's last successful " in family.help
+
+
+def test_wait_time_in_minutes_is_exported_in_seconds(fixtures: Path) -> None:
+    body = sample(fixtures, "liveSessionStatus")  # waitTime 3.0
+    assert ece.parser("liveSessionStatus")(body) == ece.SessionStatus(3.0, 1)
+    assert ece.parser("liveSessionStatus", "minutes")(body) == ece.SessionStatus(180.0, 1)
+    assert ece.parser("capacity", "minutes") is ece.parse_capacity  # only waitTime has a unit
+
+
+def test_wait_time_unit_is_seconds_or_minutes() -> None:
+    target = {"name": "a", "source": "ece", "url": "http://127.0.0.1:1/system"}
+    cfg = parse_config({"targets": [{**target, "entry_points": [1]}]})
+    assert isinstance(cfg.targets[0], ece.EceTarget)
+    assert cfg.targets[0].wait_time_unit == "seconds"
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.wait_time_unit: Input should be"):
+        parse_config({"targets": [{**target, "entry_points": [1], "wait_time_unit": "hours"}]})
