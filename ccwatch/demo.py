@@ -52,14 +52,17 @@ targets:
     source: genesys_services
     url: {sim_url}
     customer_ids: [ABC1234, DEF5678, GHI9012]
-    contact_keys: ["408-832-7799", "650-555-0123"]
+    # contact keys are phone numbers: the names are their contact_key label values
+    contact_keys:
+      - {{key: "408-832-7799", name: hotline-a}}
+      - {{key: "650-555-0123", name: hotline-b}}
     completed_window: 1h
     service_types: [400, 401, 402, 403]
   # opt-in: a GMS probe creates a real service each time (here, in the simulator)
   - name: gms-probe-demo
     source: gms_probe
     url: {sim_url}
-    gms_service: request-interaction
+    gms_service: request-inbound-poll
     form:
       _phone_number: "6504669999"
     status_request: status

@@ -1,7 +1,7 @@
-"""The README's metrics table, generated from the registered metric families.
+"""The metrics table of docs/metrics.md, generated from the registered metric families.
 
-``python -m ccwatch.metricsdoc`` prints it; ``--write README.md`` replaces the table
-between the ``<!-- metrics-table -->`` markers. A test keeps the README in step.
+``python -m ccwatch.metricsdoc`` prints it; ``--write docs/metrics.md`` replaces the table
+between the ``<!-- metrics-table -->`` markers. A test keeps docs/metrics.md in step.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from ccwatch.sources import SOURCES, all_subject_labels
 
 BEGIN = "<!-- metrics-table -->"
 END = "<!-- /metrics-table -->"
+#: The document that holds the table, relative to the repository root.
+DOCUMENT = "docs/metrics.md"
 
 
 def families() -> list[tuple[str, Family]]:
@@ -52,7 +54,9 @@ def replace_in(text: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--write", metavar="FILE", help="update the table in FILE")
+    parser.add_argument(
+        "--write", metavar="FILE", help=f"update the table in FILE (the table's home: {DOCUMENT})"
+    )
     args = parser.parse_args()
     if args.write:
         path = Path(args.write)

@@ -200,12 +200,13 @@ def ece_config(
 
 
 def gms_probe_target(sim: Sim, **extra: Any) -> dict[str, Any]:
-    """A GMS probe target named ``probe`` on the simulator, as the spec's example."""
+    """A GMS probe target named ``probe`` on the simulator, as the spec's examples: a
+    ``status`` service request, so a ``request-inbound-...`` service (spec 003)."""
     return {
         "name": "probe",
         "source": "gms_probe",
         "url": sim.url,
-        "gms_service": "request-interaction",
+        "gms_service": "request-inbound-poll",
         "form": {"_phone_number": "6504669999"},
         "status_request": "status",
         "expected_statuses": ["waiting-for-agent"],

@@ -71,7 +71,7 @@ def _targets(url: str) -> dict[str, dict[str, Any]]:
         "gms_probe": {
             "source": "gms_probe",
             "url": url,
-            "gms_service": "request-interaction",
+            "gms_service": "request-inbound-poll",
             "form": {"_phone_number": "6504669999"},
             "status_request": "status",
             "expected_statuses": ["waiting-for-agent"],

@@ -349,23 +349,23 @@ async def test_the_gms_probe_shows_its_create_then_its_status_request(
     result = await probe(path, "--format", "json")
     assert result.code == 0, result.err
     (job,) = result.jobs()
-    assert job["subject"] == {"gms_service": "request-interaction"}
+    assert job["subject"] == {"gms_service": "request-inbound-poll"}
     create, status = job["exchanges"]
     assert create["method"] == status["method"] == "POST"
-    assert create["url"] == f"{sim.url}/genesys/1/service/request-interaction"
+    assert create["url"] == f"{sim.url}/genesys/1/service/request-inbound-poll"
     assert create["request_body"] == "_phone_number=6504669999"
     service_id = json.loads(create["body"])["_id"]
     assert status["url"] == f"{sim.url}/genesys/1/service/{service_id}/status"
     assert json.loads(status["body"])["status"] == "waiting-for-agent"
     assert job["reading"]["fields"]["status"] == "waiting-for-agent"
-    labels = 'target="probe",gms_service="request-interaction"'
+    labels = 'target="probe",gms_service="request-inbound-poll"'
     assert f"ccwatch_gms_probe_success{{{labels}}} 1" in job["metrics"]
     assert (
         f'ccwatch_gms_service_status{{{labels},status="waiting-for-agent"}} 1' in (job["metrics"])
     )
 
     text = (await probe(path)).out
-    create_at = text.index("  > POST " + sim.url + "/genesys/1/service/request-interaction\n")
+    create_at = text.index("  > POST " + sim.url + "/genesys/1/service/request-inbound-poll\n")
     status_at = text.index("/status\n", create_at)
     assert "  > _phone_number=6504669999\n" in text[create_at:status_at]
 

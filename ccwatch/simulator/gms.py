@@ -7,7 +7,10 @@
   "_access_code": ...}``; a name that is not configured gets a 404.
 * ``POST /genesys/1/service/{id}/{request}``: the ``status`` request answers
   ``{"status": "waiting-for-agent", "dialog": "/waitingforagent.html"}`` and the like;
-  an unknown id gets a 404, another request name a 400.
+  an unknown id gets a 404, another request name a 400. Service requests are "only to be
+  used for request-inbound-... or request-outbound-... based services otherwise it will be
+  rejected" (spec 003): one on a service of any other name (``request-interaction``,
+  ``request-callback``) gets a 400 too.
 
 Each created service has a status that moves with the contact center's "weather", a
 random walk over :data:`STATUSES` every ``tick`` seconds: new services mostly wait for an
@@ -46,10 +49,12 @@ __all__ = [
     "GMS_KEY",
     "NAME",
     "OPTIONS",
+    "REQUEST_PREFIXES",
     "STATUSES",
     "GmsModel",
     "setup",
     "snapshot",
+    "takes_requests",
 ]
 
 NAME = "gms"
@@ -63,6 +68,8 @@ STATUSES: Final[Mapping[str, str]] = {
     "connected": "/connected.html",
     "failed": "/failed.html",
 }
+#: The services that take service requests (spec 003, "Service specific Request").
+REQUEST_PREFIXES: Final = ("request-inbound-", "request-outbound-")
 MAX_CREATED: Final = 10_000  # created services kept, oldest dropped first
 MAX_LOG: Final = 100
 _CONTROL: Final = f"{CONTROL_PREFIX}/{NAME}"
@@ -169,12 +176,22 @@ async def _create(request: web.Request) -> web.Response:
     return web.Response(body=_create_body(model, service), content_type="application/json")
 
 
+def takes_requests(name: str) -> bool:
+    """Whether a service of this name takes service requests (spec 003)."""
+    return any(name.startswith(p) and len(name) > len(p) for p in REQUEST_PREFIXES)
+
+
 async def _service_request(request: web.Request) -> web.Response:
     model = request.app[GMS_KEY]
     await _log(model, request)
     service = model.created.get(request.match_info["id"])
     if service is None:
         return web.Response(status=404, text="404 Not Found")
+    if not takes_requests(service.name):
+        return web.json_response(
+            {"message": f"service requests are not supported by {service.name!r} services"},
+            status=400,
+        )
     if request.match_info["request"] != "status":
         return web.json_response({"message": "request not supported by the service"}, status=400)
     status = model.status_of(service)

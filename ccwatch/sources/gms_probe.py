@@ -1,12 +1,17 @@
 """Genesys Mobile Services (GMS) synthetic probe (spec 003). OPT-IN: it creates services.
 
 Every other ccwatch source only reads. This one, once per interval (5 minutes unless
-configured), **creates and starts a real GMS service** (for ``request-interaction`` that
-can mean a real callback or interaction in the contact center), then optionally asks for
-its status::
+configured), **creates and starts a real GMS service** (for ``request-interaction`` or
+``request-inbound-poll`` that can mean a real callback or interaction in the contact
+center), then optionally asks for its status::
 
     POST {url}/genesys/1/service/{gms_service}          form fields -> {"_id": "...", ...}
     POST {url}/genesys/1/service/{id}/{status_request}  -> {"status": "waiting-for-agent", ...}
+
+The spec's "Service specific Request" is "only to be used for request-inbound-... or
+request-outbound-... based services otherwise it will be rejected": ``status_request`` is
+a config error for any other ``gms_service`` (see :func:`allows_service_requests`); a
+create-only probe of any service is fine.
 
 The form is sent ``application/x-www-form-urlencoded`` (default) or ``multipart/form-data``
 (``form_encoding: multipart``). The created service's id is read from ``_id`` (the spec's
@@ -39,7 +44,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from yarl import URL
 
 from ccwatch.config import TargetConfig
@@ -53,6 +58,18 @@ ENDPOINT: Final = "probe"
 CREATE_PATH: Final = "/genesys/1/service/{service}"
 REQUEST_PATH: Final = "/genesys/1/service/{id}/{request}"
 JSON_TYPES: Final = ("json",)
+#: The services a service request (``status_request``) may be made on (spec 003, "Service
+#: specific Request": "only to be used for request-inbound-... or request-outbound-...
+#: based services otherwise it will be rejected").
+SERVICE_REQUEST_PREFIXES: Final = ("request-inbound-", "request-outbound-")
+
+
+def allows_service_requests(service: str) -> bool:
+    """Whether spec 003 allows service requests on a GMS service of this name."""
+    return any(
+        service.startswith(prefix) and len(service) > len(prefix)
+        for prefix in SERVICE_REQUEST_PREFIXES
+    )
 
 
 def _form_value(value: object) -> str:
@@ -73,18 +90,39 @@ class GmsProbeTarget(TargetConfig):
     form: dict[str, str] = Field(default_factory=dict)
     form_encoding: Literal["urlencoded", "multipart"] = "urlencoded"
     #: A service request to make on the created service (``status``); none by default.
+    #: Only on ``request-inbound-...`` and ``request-outbound-...`` services (spec 003).
     status_request: str | None = Field(default=None, min_length=1, max_length=256)
     #: The statuses that count as success; any status counts when empty.
     expected_statuses: list[str] = Field(default_factory=list)
 
     #: A probe creates a real service: rarely, unless configured otherwise.
     default_interval: ClassVar[float | None] = 300.0
+    #: Each poll creates a real service: no more than one a minute.
+    interval_floor: ClassVar[float | None] = 60.0
+
+    def vendor_load(self, interval: float) -> str:
+        return (
+            f"{60 / interval:g} real {self.gms_service} services a minute created on GMS "
+            "(each may become a real interaction)"
+        )
 
     @field_validator("form", mode="before")
     @classmethod
     def _form_strings(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {str(k): _form_value(v) for k, v in value.items()}
+        return value
+
+    @field_validator("status_request")
+    @classmethod
+    def _service_request_allowed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        service = info.data.get("gms_service")  # absent when gms_service itself is invalid
+        if value is not None and isinstance(service, str) and not allows_service_requests(service):
+            raise ValueError(
+                "service requests are only allowed on request-inbound-... and "
+                "request-outbound-... services (spec 003, Service specific Request); "
+                f"{service!r} is neither"
+            )
         return value
 
     @field_validator("expected_statuses")

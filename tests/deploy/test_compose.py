@@ -1,4 +1,5 @@
-"""deploy/compose/compose.yaml: structure, mounts, healthchecks, and its ccwatch config.
+"""deploy/compose/compose.yaml: structure, mounts, healthchecks, its ccwatch config and its
+Alertmanager.
 
 Unconditional: the file is parsed with PyYAML and checked here, and its ccwatch config and
 healthcheck commands are run against the simulator in-process. If a compose CLI happens
@@ -30,6 +31,7 @@ from .helpers import with_stand_in_files as stand_ins
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 SIM_PORT = 9866
+ALERTMANAGER_PORT = 9093
 
 # Files other engineers write: mounted, but not required to exist for these tests.
 OTHERS = (REPO / "deploy" / "prometheus", REPO / "grafana")
@@ -118,7 +120,13 @@ def test_top_level(compose: dict[str, Any]) -> None:
     unknown = {k for k in compose if not k.startswith("x-")} - TOP_LEVEL_KEYS
     assert not unknown, f"unknown top-level keys {unknown}"
     assert "version" not in compose, "the version key is obsolete"
-    assert set(compose["services"]) == {"simulator", "ccwatch", "prometheus", "grafana"}
+    assert set(compose["services"]) == {
+        "simulator",
+        "ccwatch",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    }
 
 
 def test_service_keys_are_compose_keys(services: dict[str, Any]) -> None:
@@ -135,6 +143,7 @@ def test_images_are_pinned(services: dict[str, Any]) -> None:
         assert tag != "latest", f"{name}: pin the image {image}"
     assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", services["prometheus"]["image"])
     assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", services["grafana"]["image"])
+    assert re.fullmatch(r"prom/alertmanager:v\d+\.\d+\.\d+", services["alertmanager"]["image"])
 
 
 def test_ccwatch_services_use_the_repository_image(services: dict[str, Any]) -> None:
@@ -190,7 +199,13 @@ def test_secrets_are_files_on_disk(compose: dict[str, Any], services: dict[str, 
 
 
 def test_ports(services: dict[str, Any]) -> None:
-    expected = {"ccwatch": PORT, "simulator": SIM_PORT, "prometheus": 9090, "grafana": 3000}
+    expected = {
+        "ccwatch": PORT,
+        "simulator": SIM_PORT,
+        "prometheus": 9090,
+        "alertmanager": ALERTMANAGER_PORT,
+        "grafana": 3000,
+    }
     for name, port in expected.items():
         published = _published(services[name])
         assert list(published) == [port], name
@@ -214,6 +229,7 @@ def test_healthchecks(services: dict[str, Any]) -> None:
     assert _health_url(services["simulator"]) == f"http://127.0.0.1:{SIM_PORT}/-/sim/state"
     assert _health_url(services["prometheus"]).endswith(":9090/-/ready")
     assert _health_url(services["grafana"]).endswith(":3000/api/health")
+    assert _health_url(services["alertmanager"]).endswith(f":{ALERTMANAGER_PORT}/-/ready")
 
 
 # --------------------------------------------------------------------------- commands
@@ -250,8 +266,11 @@ def test_ccwatch_config_is_valid(
     assert split_listen_address(config.web.listen_address) == ("0.0.0.0", PORT)
     ece = [t for t in config.targets if t.source == "ece"]
     assert ece, "the stack watches the simulator's ECE entry points"
+    # ECE's chat APIs are anonymous: credentials there would suggest otherwise
+    assert all(t.basic_auth is None for t in ece)
     for target in config.targets:
-        assert target.url.startswith(f"http://simulator:{SIM_PORT}/"), target.url
+        url = target.url + "/"
+        assert url.startswith(f"http://simulator:{SIM_PORT}/"), target.url
 
 
 def test_ccwatch_secret_files_are_compose_secrets(
@@ -297,6 +316,39 @@ def test_prometheus_loads_the_rules_and_scrapes_ccwatch(services: dict[str, Any]
         assert list(on_disk.parent.glob(on_disk.name)), f"rule_files {pattern} matches nothing"
 
 
+def test_alertmanager_service(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    """Alertmanager runs deploy/alertmanager/alertmanager.yml (tested by
+    test_alertmanager.py), alone (no cluster), keeping its state in a named volume."""
+    alertmanager = services["alertmanager"]
+    flags = {k: v for k, _, v in (arg.partition("=") for arg in alertmanager["command"])}
+    mounts = {m.target: m for m in _volumes(alertmanager)}
+    config = mounts[flags["--config.file"]]
+    assert config.is_bind
+    assert config.source == REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+    storage = mounts[flags["--storage.path"]]
+    assert not storage.is_bind
+    assert storage.raw_source in compose["volumes"]
+    assert flags["--cluster.listen-address"] == "", "a single Alertmanager: no clustering"
+    # an Alertmanager outage must not keep Prometheus from starting
+    assert "alertmanager" not in services["prometheus"].get("depends_on", {})
+
+
+def test_prometheus_sends_alerts_to_the_alertmanager(services: dict[str, Any]) -> None:
+    prometheus = services["prometheus"]
+    flags = {k: v for k, _, v in (arg.partition("=") for arg in prometheus["command"])}
+    [config_mount] = [m for m in _volumes(prometheus) if m.target == flags["--config.file"]]
+    config = yaml.safe_load(config_mount.source.read_text(encoding="utf-8"))
+    targets = [
+        target
+        for alertmanagers in config["alerting"]["alertmanagers"]
+        for static in alertmanagers.get("static_configs", [])
+        for target in static["targets"]
+    ]
+    assert targets == [f"alertmanager:{ALERTMANAGER_PORT}"]
+    [port] = _published(services["alertmanager"])
+    assert port == ALERTMANAGER_PORT
+
+
 # --------------------------------------------------------------------------- run it
 
 
@@ -320,6 +372,10 @@ async def test_stack_config_and_healthchecks_against_the_simulator(
         config["defaults"] = {**config.get("defaults", {}), "interval": "1s", "timeout": "1s"}
         for target in config["targets"]:
             target["url"] = target["url"].replace(f"http://simulator:{SIM_PORT}", sim.url)
+            auth = target.get("basic_auth")
+            if auth is not None:  # the compose secret itself: the simulator's demo login
+                name = ccwatch_config_secret(ccwatch_config, target["name"])
+                auth["password_file"] = str(COMPOSE_DIR / "secrets" / name)
         assert (
             await asyncio.to_thread(_run, sim_check.replace(f":{SIM_PORT}/", f":{sim_port}/")) == 0
         )
@@ -328,7 +384,8 @@ async def test_stack_config_and_healthchecks_against_the_simulator(
             assert (
                 await asyncio.to_thread(_run, ccwatch_check.replace(f":{PORT}/", f":{port}/")) == 0
             )
-            expected = sum(len(t["entry_points"]) * 5 for t in config["targets"])
+            # five jobs per ECE entry point, one per Context Service target
+            expected = sum(len(t.get("entry_points", ())) * 5 or 1 for t in config["targets"])
             scrape = await running.wait_for(
                 lambda s: (
                     len(s.series("ccwatch_poll_success")) == expected
@@ -376,3 +433,10 @@ def test_compose_cli_accepts_the_file() -> None:
             check=False,
         )
         assert result.returncode == 0, f"{' '.join(argv)} config -q:\n{result.stderr}"
+
+
+def ccwatch_config_secret(config: dict[str, Any], target: str) -> str:
+    """The compose secret file name of a target's ``basic_auth.password_file``."""
+    (found,) = [t for t in config["targets"] if t["name"] == target]
+    path: str = found["basic_auth"]["password_file"]
+    return path.removeprefix("/run/secrets/")

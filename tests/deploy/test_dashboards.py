@@ -7,9 +7,11 @@ Needs ``promtool`` on PATH (Debian: ``apt-get install prometheus``).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,16 @@ import pytest
 import yaml
 
 from tests.e2e.grafana import (
-    DATASOURCE_UID,
+    BUILTIN_VARIABLES,
+    DATASOURCE,
+    DATASOURCE_VARIABLE,
     GRAFANA,
     dashboard_files,
     load,
     panels,
     queries,
     substitute,
+    variable_names,
     variable_query,
     variables,
 )
@@ -33,16 +38,25 @@ RULES = (
 )
 CONTACT_CENTER = "contact-center.json"
 CCWATCH = "ccwatch.json"
-REQUIRED_VARIABLES = {CONTACT_CENTER: {"target", "entry_point"}, CCWATCH: {"target"}}
+REQUIRED_VARIABLES = {
+    CONTACT_CENTER: {DATASOURCE_VARIABLE, "team", "target", "entry_point"},
+    CCWATCH: {DATASOURCE_VARIABLE, "target"},
+}
+#: The uid of the provisioned data source. Only the provisioning file names it: the
+#: dashboards refer to their ``datasource`` variable.
+PROVISIONED_UID = "prometheus"
 GRID_WIDTH = 24
 #: Values for the dashboards' own variables as Grafana writes them into a query: "All"
 #: (the variables' allValue), one value, and several values (regex-escaped with a double
 #: backslash, as Grafana does for a multi-value variable).
 SELECTIONS = [
-    {"target": ".*", "entry_point": ".*"},
-    {"target": "ece-a", "entry_point": "1000"},
-    {"target": "(ece-a|cs\\\\.b)", "entry_point": "(1000|1001)"},
+    {"target": ".*", "entry_point": ".*", "team": ".*"},
+    {"target": "ece-a", "entry_point": "1000", "team": "sales"},
+    {"target": "(ece-a|cs\\\\.b)", "entry_point": "(1000|1001)", "team": "(sales|support)"},
 ]
+#: Vendor series that disappear while their poll fails (unlike the GMS probe's success).
+VANISHING = re.compile(r"\bccwatch_(?:ece|context_service)_\w+")
+UNKNOWN = "unknown"
 
 
 #: A vector match: its operator, then ``on(...)``, its labels and its group modifier.
@@ -154,15 +168,53 @@ def test_dashboard_model(path: Path) -> None:
         if panel["type"] == "row":
             assert not panel.get("targets"), f"{where}: a row has no queries"
             continue
-        assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, where
+        assert panel["datasource"] == DATASOURCE, where
         targets = panel.get("targets")
         assert targets, f"{where}: no targets"
         refs = [t["refId"] for t in targets]
         assert len(refs) == len(set(refs)), f"{where}: duplicate refIds"
         for target in targets:
-            assert target["datasource"]["uid"] == DATASOURCE_UID, where
-            assert target["datasource"]["type"] == "prometheus", where
+            assert target["datasource"] == DATASOURCE, where
             assert target["expr"].strip(), where
+
+
+def _datasource_refs(node: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """Every ``datasource`` value in a dashboard model, with the path to it."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource":
+                yield where, value
+            yield from _datasource_refs(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _datasource_refs(item, f"{where}[{index}]")
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_every_datasource_reference_is_the_variable(path: Path) -> None:
+    """No hard-coded data source uid: panels, targets, annotations and template variables
+    all use ``${datasource}``, a variable of type datasource (Prometheus) that defaults to
+    Grafana's default data source. Only Grafana's built-in annotation uses Grafana's own."""
+    dashboard = load(path)
+    [variable] = [v for v in variables(dashboard) if v["name"] == DATASOURCE_VARIABLE]
+    assert variable["type"] == "datasource"
+    assert variable["query"] == "prometheus"
+    assert not variable.get("includeAll")
+    assert not variable.get("multi")
+    assert PROVISIONED_UID not in json.dumps(variable.get("current", {}))
+
+    builtin = [a for a in dashboard["annotations"]["list"] if a.get("builtIn")]
+    assert all(a["datasource"] == {"type": "grafana", "uid": "-- Grafana --"} for a in builtin)
+    others = {id(a["datasource"]) for a in builtin}
+    refs = [
+        (where, ref)
+        for where, ref in _datasource_refs(dashboard)
+        if id(ref) not in others and ref is not variable.get("datasource")
+    ]
+    assert refs, path.name
+    assert {where: ref for where, ref in refs if ref != DATASOURCE} == {}
+    text = path.read_text(encoding="utf-8")
+    assert not re.search(rf'"uid":\s*"{PROVISIONED_UID}"', text), "a hard-coded data source uid"
 
 
 @pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
@@ -181,22 +233,42 @@ def test_template_variables(path: Path) -> None:
     dashboard = load(path)
     found = {v["name"]: v for v in variables(dashboard)}
     assert set(found) >= REQUIRED_VARIABLES.get(path.name, set())
+    assert variables(dashboard)[0]["name"] == DATASOURCE_VARIABLE, "the data source comes first"
     for variable in found.values():
+        if variable["name"] == DATASOURCE_VARIABLE:
+            continue
         assert variable["type"] == "query"
-        assert variable["datasource"]["uid"] == DATASOURCE_UID
+        assert variable["datasource"] == DATASOURCE
         assert variable_query(variable).startswith("label_values("), variable["name"]
         assert variable_query(variable).rstrip(")").endswith(variable["name"])
-    # every variable a query uses exists (or is one of Grafana's own)
-    own = {v["name"]: ".*" for v in variables(dashboard)}
+        assert variable["includeAll"], variable["name"]
+        assert variable["allValue"] == ".*", variable["name"]
+    # every variable a query uses exists in this dashboard (or is one of Grafana's own)
+    own = set(found) | set(BUILTIN_VARIABLES)
     for query in queries(path):
-        substitute(query.expr, own)
+        assert variable_names(query.expr) <= own, query.where
+
+
+def test_substitute_fills_in_the_other_variables_at_all() -> None:
+    """The e2e tests give target and entry_point only: $team is "All" (``.*``)."""
+    assert substitute('x{team=~"$team",target=~"$target"}', {"target": "a"}) == (
+        'x{team=~".*",target=~"a"}'
+    )
+    with pytest.raises(KeyError):
+        substitute('x{a=~"$no_such_variable"}', {})
 
 
 def test_variables_follow_each_other() -> None:
-    """entry_point is offered for the selected targets only."""
+    """target is offered for the selected teams, entry_point for the selected targets, and
+    from the chatAllowed poll jobs: an entry point whose polls fail (its vendor series gone,
+    its state unknown) stays selectable."""
     found = {v["name"]: v for v in variables(by_name()[CONTACT_CENTER])}
+    assert '"$team"' in variable_query(found["target"])
     assert "$target" in variable_query(found["entry_point"])
-    assert variable_query(found["entry_point"]).startswith("label_values(ccwatch_ece_")
+    assert variable_query(found["entry_point"]).startswith(
+        'label_values(ccwatch_poll_success{endpoint="chatAllowed",'
+    )
+    assert variable_query(found["team"]) == "label_values(ccwatch_open, team)"
 
 
 @pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
@@ -210,6 +282,98 @@ def test_queries_filter_by_the_selected_target(path: Path) -> None:
             assert 'target=~"$target"' in expr, query.where
         if "ccwatch_ece_" in expr:
             assert 'entry_point=~"$entry_point"' in expr, query.where
+
+
+def test_queries_follow_the_team_variable() -> None:
+    """In a dashboard with a team variable, every selector of a ccwatch series that follows
+    the target variable follows the team variable too (``target:`` series, aggregated by
+    target, carry no static labels)."""
+    for path in dashboard_files():
+        if "team" not in {v["name"] for v in variables(load(path))}:
+            continue
+        for query in queries(path):
+            for name, matchers in re.findall(r"\b([a-zA-Z_][\w:]*)\{([^}]*)\}", query.expr):
+                if name.startswith("target:") or 'target=~"$target"' not in matchers:
+                    continue
+                assert 'team=~"$team"' in matchers, f"{query.where}: {name}"
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_friendly_names(path: Path) -> None:
+    """Legends naming a target name its static labels too (team, site: empty where a target
+    has none), and the query keeps them: an aggregation ``by`` target keeps team and site."""
+    for panel in panels(load(path)):
+        for target in panel.get("targets", []):
+            where = f"{path.name} panel {panel['id']} ({panel['title']}) {target['refId']}"
+            if "{{target}}" not in target.get("legendFormat", ""):
+                continue
+            assert "{{team}}" in target["legendFormat"], where
+            assert "{{site}}" in target["legendFormat"], where
+            for labels in re.findall(r"\bby\s*\(([^)]*)\)", target["expr"]):
+                assert {"team", "site"} <= {label.strip() for label in labels.split(",")}, where
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_stats_never_show_a_value_from_before_an_outage(path: Path) -> None:
+    """No panel reduces with ``lastNotNull`` (it shows the last value before the data
+    stopped, e.g. green during a full outage). Stats read instant queries, reduce with
+    ``last`` and show "unknown" when there is no value."""
+    assert "lastNotNull" not in path.read_text(encoding="utf-8")
+    for panel in panels(load(path)):
+        if panel["type"] != "stat":
+            continue
+        where = f"{path.name} panel {panel['id']} ({panel['title']})"
+        assert panel["options"]["reduceOptions"]["calcs"] == ["last"], where
+        for target in panel["targets"]:
+            assert target["instant"] is True, where
+            assert target["range"] is False, where
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["noValue"] == UNKNOWN, where
+        assert any(
+            m["type"] == "special"
+            and m["options"]["match"] == "null+nan"
+            and m["options"]["result"]["text"] == UNKNOWN
+            for m in defaults["mappings"]
+        ), where
+
+
+@pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+def test_status_panels_show_unknown(path: Path) -> None:
+    """State timelines show "unknown" without data; those of vendor series that disappear
+    when their poll fails compute it: -1 for each subject whose poll fails (its
+    ``ccwatch_poll_success`` is 0), mapped to "unknown", never a green state."""
+    timelines = [p for p in panels(load(path)) if p["type"] == "state-timeline"]
+    for panel in timelines:
+        where = f"{path.name} panel {panel['id']} ({panel['title']})"
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["noValue"] == UNKNOWN, where
+        exprs = [t["expr"] for t in panel["targets"]]
+        if not any(VANISHING.search(e) for e in exprs):
+            continue
+        mapped = {k: v for m in defaults["mappings"] for k, v in m["options"].items()}
+        assert mapped["-1"]["text"] == UNKNOWN, where
+        assert mapped["-1"]["color"] not in {"green", "semi-dark-green", "dark-green"}, where
+        for expr in exprs:
+            assert re.search(
+                r"\bor on\([^)]*\)\s*group without \(instance, endpoint\) "
+                r'\(ccwatch_poll_success\{endpoint="\w+",[^}]*\} == 0\) \* -1$',
+                expr,
+            ), where
+
+
+def test_the_unknown_count() -> None:
+    """The overview counts entry points whose state is unknown: polled in the last hour, no
+    current chatAllowed result; 0 (not empty) when all are known, so that a healthy setup
+    shows a green 0; empty ("unknown") only when no entry point has been polled at all."""
+    title = "Entry points in unknown state"
+    [panel] = [p for p in panels(by_name()[CONTACT_CENTER]) if p["title"] == title]
+    [target] = panel["targets"]
+    assert 'last_over_time(ccwatch_poll_success{endpoint="chatAllowed",' in target["expr"]
+    assert "unless on(job, target, entry_point) ccwatch_ece_chat_allowed{" in target["expr"]
+    assert re.search(r"\nor 0 \* count\(ccwatch_ece_chat_allowed\{[^}]*\}\)$", target["expr"])
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0]["color"] == "green"
+    assert steps[1] == {"color": "red", "value": 1}
 
 
 @pytest.mark.parametrize(
@@ -268,9 +432,14 @@ def test_the_availability_row() -> None:
         for target in panel.get("targets", [])
     ]
     assert any(e.startswith("ccwatch:ece_availability:ratio30d{") for e in exprs)
-    [budget] = [e for e in exprs if "ece_availability_objective" in e]
-    assert "ccwatch:ece_availability:ratio30d" in budget
-    assert "on(job, target) group_left()" in budget
+    budgets = [e for e in exprs if "ece_availability_objective" in e and e.startswith("1 - ")]
+    assert budgets
+    for budget in budgets:
+        assert "ccwatch:ece_availability:ratio30d" in budget
+        assert "on(job, target) group_left()" in budget
+    # the table: every window per entry point
+    for window in ("1h", "1d", "7d", "30d"):
+        assert any(e.startswith(f"ccwatch:ece_availability:ratio{window}{{") for e in exprs)
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
@@ -304,7 +473,10 @@ def test_datasource_provisioning() -> None:
     assert data["apiVersion"] == 1
     [source] = data["datasources"]
     assert source["type"] == "prometheus"
-    assert source["uid"] == DATASOURCE_UID
+    # the dashboards do not depend on this uid (they use their datasource variable, whose
+    # default is Grafana's default data source: this one)
+    assert source["uid"] == PROVISIONED_UID
+    assert source["isDefault"] is True
     assert source["url"] == "http://prometheus:9090"
 
 

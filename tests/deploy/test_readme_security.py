@@ -1,8 +1,8 @@
-"""The README's "Securing the endpoint": where it is, and its examples work.
+"""docs/security.md, "Securing the endpoint": where it is, and its examples work.
 
-The Prometheus scrape job passes ``promtool check config``, the web config example has
-exporter-toolkit's keys only, and the files, names and commands it shows are the ones in
-deploy/compose and deploy/kubernetes-overlays.
+The README links it; the Prometheus scrape job passes ``promtool check config``, the web
+config example has exporter-toolkit's keys only, and the files, names and commands it shows
+are the ones in deploy/compose and deploy/kubernetes-overlays.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from .helpers import with_stand_in_files as stand_ins
 from .test_rules import promtool
 
 README = REPO / "README.md"
-HEADING = "## Securing the endpoint"
+SECURITY = REPO / "docs" / "security.md"
+HEADING = "# Securing the endpoint"
 TOOLKIT_DOCS = (
     "https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md"
 )
@@ -27,12 +28,14 @@ TOOLKIT_DOCS = (
 
 @pytest.fixture(scope="module")
 def section() -> str:
-    text = README.read_text(encoding="utf-8")
-    assert text.count(f"\n{HEADING}\n") == 1
-    start = text.index(f"\n{HEADING}\n")
-    end = text.index("\n## ", start + 1)
-    assert text[end:].startswith("\n## Deploy\n"), "directly before the Deploy section"
-    return text[start:end]
+    """The whole of docs/security.md: the page is the section."""
+    text = SECURITY.read_text(encoding="utf-8")
+    assert text.startswith(f"{HEADING}\n"), "docs/security.md starts with its title"
+    return text
+
+
+def test_the_readme_links_it() -> None:
+    assert "(docs/security.md)" in README.read_text(encoding="utf-8")
 
 
 def yaml_blocks(section: str) -> list[Any]:

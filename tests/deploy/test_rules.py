@@ -26,6 +26,15 @@ RULE_TESTS = RULE_TESTS_DIR / "ccwatch.rules.test.yml"
 RUNBOOK = REPO / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/ccwatch/ccwatch/blob/main/docs/runbook.md"
 SEVERITIES = {"critical", "warning"}
+#: Who acts on an alert: its ``audience`` label, for routing next to ``severity``.
+AUDIENCES = {"sre", "supervisors"}
+#: The staffing alerts, for the contact-center supervisors; every other alert is the SRE's.
+SUPERVISOR_ALERTS = {
+    "CcwatchEceEntryPointClosedStaffing",
+    "CcwatchEceNoAgentsAvailable",
+    "CcwatchEceQueueDepthHigh",
+    "CcwatchEceWaitTimeHigh",
+}
 #: The thresholds ccwatch exports per target as ``ccwatch_threshold{target, name}`` (its
 #: config's ``defaults.thresholds`` and each target's ``thresholds``).
 THRESHOLD_NAMES = {
@@ -200,6 +209,25 @@ def test_alert_names_are_unique() -> None:
     assert all(re.fullmatch(r"Ccwatch[A-Z][A-Za-z]+", name) for name in names), names
 
 
+def test_every_alert_has_an_audience() -> None:
+    """``audience``: ``supervisors`` for the staffing alerts, ``sre`` for all others."""
+    audiences = {rule["alert"]: rule.get("labels", {}).get("audience") for rule in alerts()}
+    assert set(audiences.values()) <= AUDIENCES, audiences
+    expected = {name: "supervisors" if name in SUPERVISOR_ALERTS else "sre" for name in audiences}
+    assert audiences == expected
+    assert set(audiences) >= SUPERVISOR_ALERTS, SUPERVISOR_ALERTS - set(audiences)
+
+
+def test_runbook_sections_name_an_escalation() -> None:
+    """Every alert's runbook section says who to escalate to, and when."""
+    text = RUNBOOK.read_text(encoding="utf-8")
+    sections = re.split(r"^## ", text, flags=re.M)
+    for section in sections:
+        name = section.split("\n", 1)[0].strip()
+        if name in alert_names():
+            assert "**Escalation.**" in section, f"{name} has no **Escalation.** line"
+
+
 @pytest.mark.parametrize("alert", alert_names())
 def test_alert_annotations_and_runbook_section(alert: str) -> None:
     rule = next(r for r in alerts() if r["alert"] == alert)
@@ -286,7 +314,7 @@ def test_alerts_join_thresholds_per_target() -> None:
 def test_runbook_table_names_each_alerts_thresholds() -> None:
     """The runbook's alert table lists, per alert, the thresholds its expression uses."""
     rows = re.findall(
-        r"^\| \[(Ccwatch\w+)\]\(#\w+\) \| \S+ \| \w+ \| (.*) \|$",
+        r"^\| \[(Ccwatch\w+)\]\(#\w+\) \| \S+ \| \w+ \| \w+ \| (.*) \|$",
         RUNBOOK.read_text(encoding="utf-8"),
         re.M,
     )
@@ -326,21 +354,25 @@ def test_slo_rules_drop_only_the_instance() -> None:
 
 def test_alert_tables_match_the_rules() -> None:
     """The header table of the rules file and the runbook's table: every alert, its
-    ``for:`` and severity, in the order of the rules file."""
-    expected = [(r["alert"], r["for"], r["labels"]["severity"]) for r in alerts()]
+    ``for:``, severity and audience, in the order of the rules file."""
+    expected = [
+        (r["alert"], r["for"], r["labels"]["severity"], r["labels"]["audience"]) for r in alerts()
+    ]
     header = re.findall(
-        r"^#\s+(Ccwatch\w+)\s+(\S+)\s+(\w+)\s*$", RULES.read_text(encoding="utf-8"), re.M
+        r"^#\s+(Ccwatch\w+)\s+(\S+)\s+(\w+)\s+(\w+)\s*$",
+        RULES.read_text(encoding="utf-8"),
+        re.M,
     )
     assert header == expected, "the header table of the rules file is out of date"
     runbook = re.findall(
-        r"^\| \[(Ccwatch\w+)\]\(#(\w+)\) \| (\S+) \| (\w+) \|",
+        r"^\| \[(Ccwatch\w+)\]\(#(\w+)\) \| (\S+) \| (\w+) \| (\w+) \|",
         RUNBOOK.read_text(encoding="utf-8"),
         re.M,
     )
-    assert [(name, for_, sev) for name, _, for_, sev in runbook] == expected, (
+    assert [(name, for_, sev, aud) for name, _, for_, sev, aud in runbook] == expected, (
         "the alert table of docs/runbook.md is out of date"
     )
-    assert all(anchor == name.lower() for name, anchor, _, _ in runbook)
+    assert all(anchor == name.lower() for name, anchor, *_ in runbook)
 
 
 # --------------------------------------------------------------------------- shards

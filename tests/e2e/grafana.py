@@ -16,7 +16,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
-DATASOURCE_UID = "prometheus"
+#: The dashboards' data source variable: every Prometheus reference (panels, targets,
+#: annotations, template variables) is ``{"type": "prometheus", "uid": "${datasource}"}``,
+#: so the dashboards work with any Prometheus data source, whatever its uid.
+DATASOURCE_VARIABLE = "datasource"
+DATASOURCE_UID = "${" + DATASOURCE_VARIABLE + "}"
+DATASOURCE = {"type": "prometheus", "uid": DATASOURCE_UID}
 
 #: Grafana's built-in interval variables, as it would fill them in.
 BUILTIN_VARIABLES: Mapping[str, str] = {
@@ -95,9 +100,28 @@ def queries(path: Path) -> list[Query]:
     return out
 
 
+def all_values() -> dict[str, str]:
+    """Each multi-value variable of every dashboard at "All": its allValue (``.*``)."""
+    found: dict[str, str] = {}
+    for path in dashboard_files():
+        for variable in variables(load(path)):
+            if variable.get("includeAll"):
+                found[variable["name"]] = variable.get("allValue") or ".*"
+    return found
+
+
+def variable_names(expr: str) -> set[str]:
+    """The template variables ``expr`` uses, Grafana's own (``$__interval``) included."""
+    return {match.group(1) or match.group(2) for match in _VARIABLE.finditer(expr)}
+
+
 def substitute(expr: str, values: Mapping[str, str]) -> str:
-    """``expr`` with every template variable replaced; an unknown variable is an error."""
-    known = {**BUILTIN_VARIABLES, **values}
+    """``expr`` with every template variable replaced; an unknown variable is an error.
+
+    ``values`` wins; a dashboard variable not in it (``$team``, say, when only target and
+    entry_point are given) is filled in at "All", as Grafana does by default.
+    """
+    known = {**BUILTIN_VARIABLES, **all_values(), **values}
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)

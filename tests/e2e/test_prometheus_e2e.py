@@ -62,7 +62,9 @@ ENTRY_POINTS = (1000, 1001, 1002, 1003)
 CLOSED_ENTRY_POINT = "1002"
 CUSTOMER = "ABC1234"
 CONTACT_KEY = "408-832-7799"
-GMS_SERVICE = "request-interaction"
+#: The contact key's label value: a phone number is never one.
+CONTACT_KEY_NAME = "hotline-e2e"
+GMS_SERVICE = "request-inbound-poll"
 
 #: The alerts the test provokes, and the labels they must carry.
 CLOSED_ALERT = ("CcwatchEceEntryPointClosed", {"target": ECE, "entry_point": CLOSED_ENTRY_POINT})
@@ -147,7 +149,7 @@ def ccwatch_config(sim_url: str) -> dict[str, Any]:
                 "source": "genesys_services",
                 "url": sim_url,
                 "customer_ids": [CUSTOMER],
-                "contact_keys": [CONTACT_KEY],
+                "contact_keys": [{"key": CONTACT_KEY, "name": CONTACT_KEY_NAME}],
                 "service_types": [400, 401, 402, 403],
             },
             {
@@ -208,6 +210,7 @@ def prometheus_config(ccwatch_address: str, rules_file: Path) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(rules_file)]
+    config.pop("alerting", None)  # the compose stack's alertmanager:9093: not here
     [job] = [j for j in config["scrape_configs"] if j["job_name"] == "ccwatch"]
     job.update(scrape_interval="1s", scrape_timeout="1s")
     job["static_configs"] = [{"targets": [ccwatch_address]}]

@@ -4,12 +4,19 @@ recovery."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import re
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
+from ccwatch.sources.genesys_services import pseudonym
 from tests import harness
 from tests.harness import Scrape, Sim, daemon, simulator
 
@@ -20,7 +27,10 @@ BY_TYPE = "ccwatch_genesys_active_services_by_type"
 VENDOR = (ACTIVE, COMPLETED, OLDEST, BY_TYPE)
 ABC = {"target": "gms", "customer_id": "ABC1234", "contact_key": ""}
 DEF = {"target": "gms", "customer_id": "DEF5678", "contact_key": ""}
-KEY = {"target": "gms", "customer_id": "", "contact_key": "408-832-7799"}
+#: The contact key (a phone number): configured bare, so labelled with its pseudonym in
+#: target "gms" (HMAC-SHA256 keyed with the target's name: no salt is set).
+PHONE = "408-832-7799"
+KEY = {"target": "gms", "customer_id": "", "contact_key": "ck-5aa17a3c9578"}
 
 
 def gms_config(sim: Sim, **target: Any) -> dict[str, Any]:
@@ -32,7 +42,7 @@ def gms_config(sim: Sim, **target: Any) -> dict[str, Any]:
                 "source": "genesys_services",
                 "url": sim.url,
                 "customer_ids": ["ABC1234", "DEF5678"],
-                "contact_keys": ["408-832-7799"],
+                "contact_keys": [PHONE],
                 "completed_window": "1h",
                 "service_types": [400, 401],
                 **target,
@@ -62,7 +72,7 @@ async def sim() -> AsyncIterator[Sim]:
         )
         await running.put("genesys/customers/DEF5678", {"active": [], "completed": []})
         await running.put(
-            "genesys/contact_keys/408-832-7799",
+            f"genesys/contact_keys/{PHONE}",
             {"active": [{"service_type": 401, "age": 120}], "completed": []},
         )
         yield running
@@ -235,3 +245,161 @@ async def test_a_bad_answer_gives_one_reason_and_one_log_event(
             events, reason, target="gms", endpoint="active", customer_id="ABC1234"
         )
         assert detail in failing["error"]
+
+
+# --------------------------------------------------------------------------- the contact key
+
+OTHER_PHONE = "650-555-0123"
+#: Every way the phone numbers could show up where they must not.
+PHONE_FORMS = (PHONE, "4088327799", OTHER_PHONE, "6505550123")
+HOTLINE = {"target": "gms", "customer_id": "", "contact_key": "hotline-a"}
+#: The pages that show jobs, their labels, failures and the log.
+PAGES = ("/metrics", "/logs", "/", "/?target=gms", "/?health=down", "/api/v1/targets")
+
+
+def test_the_bare_key_is_labelled_with_its_pseudonym() -> None:
+    assert KEY["contact_key"] == pseudonym(PHONE, "gms")
+
+
+async def assert_no_phone_number(d: harness.Running, events: list[Any]) -> None:
+    """No page of the daemon and no log event names a phone number."""
+    for path in PAGES:
+        status, text = await d.get(path)
+        assert status == 200, path
+        for form in PHONE_FORMS:
+            assert form not in text, f"{form} on {path}"
+    logged = repr(events)
+    for form in PHONE_FORMS:
+        assert form not in logged
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        # aiohttp names the URL in this error: "TooManyRedirects: 302, ..., url='...'"
+        (
+            {
+                "kind": "status",
+                "status": 302,
+                "headers": {"Location": f"/genesys/1/cs/services/anonymous/{PHONE}/active"},
+            },
+            "connect",
+        ),
+        ({"kind": "status", "status": 500}, "http_status"),
+        ({"kind": "malformed"}, "parse"),
+    ],
+    ids=["redirect_loop", "status_500", "malformed"],
+)
+async def test_the_phone_number_is_only_ever_in_the_request(
+    sim: Sim, fault: dict[str, Any], reason: str
+) -> None:
+    """Named and bare keys: the label is the name or the pseudonym, while the polls
+    succeed and while one fails; no page and no log event names the number."""
+    await sim.put(f"genesys/contact_keys/{OTHER_PHONE}", {"active": [], "completed": []})
+    named = {"key": PHONE, "name": "hotline-a"}
+    bare = {**KEY, "contact_key": pseudonym(OTHER_PHONE, "gms")}
+    config = gms_config(sim, customer_ids=["ABC1234"], contact_keys=[named, OTHER_PHONE])
+    with structlog.testing.capture_logs() as events:
+        async with daemon(config) as d:
+            s = await d.wait_for(
+                lambda s: (
+                    s.value("ccwatch_poll_success", endpoint="completed", **bare) == 1.0
+                    and s.value("ccwatch_poll_success", endpoint="active", **HOTLINE) == 1.0
+                ),
+                what="the contact keys polled",
+            )
+            assert s.value(ACTIVE, **HOTLINE) == 1.0
+            assert s.value(BY_TYPE, service_type="401", **HOTLINE) == 1.0
+            assert s.value(ACTIVE, **bare) == 0.0
+            assert {x.labels["contact_key"] for x in s.series(ACTIVE)} == {
+                "",
+                "hotline-a",
+                bare["contact_key"],
+            }
+            assert s.value(ACTIVE, **ABC) == 3.0  # customer ids stay as they are
+            await assert_no_phone_number(d, events)
+
+            job = {**HOTLINE, "endpoint": "active"}
+            path = f"/genesys/1/cs/services/anonymous/{PHONE}/active"
+            s = await harness.fail_with_one_reason(d, sim, path, fault, reason, job)
+            await assert_no_phone_number(d, events)
+            failing = [e for e in events if e["event"] == "poll_failing"]
+            assert [e["contact_key"] for e in failing] == ["hotline-a"]
+            if reason == "connect":  # the detail names the path, with the name in it
+                assert "/services/anonymous/hotline-a/active" in failing[0]["error"]
+            api = json.loads((await d.get("/api/v1/targets"))[1])
+            [down] = [j for t in api["data"]["targets"] for j in t["jobs"] if j["health"] == "down"]
+            assert down["labels"] == {"contact_key": "hotline-a"}
+            assert down["lastReason"] == reason
+
+            await sim.clear_faults()
+            await d.wait_for(lambda s: s.value("ccwatch_poll_success", **job) == 1.0)
+            await assert_no_phone_number(d, events)
+
+
+async def test_the_pseudonym_is_stable_across_a_reload(sim: Sim, tmp_path: Path) -> None:
+    config = gms_config(sim, customer_ids=[], contact_keys=[PHONE])
+    async with harness.reloadable_daemon(tmp_path / "ccwatch.yml", config) as d:
+        await d.wait_for(lambda s: s.value(ACTIVE, **KEY) == 1.0)
+        await harness.reload(d)
+        s = await d.wait_for(lambda s: s.value(ACTIVE, **KEY) == 1.0)
+        assert [x.labels["contact_key"] for x in s.series(ACTIVE)] == [KEY["contact_key"]]
+        # a salt changes it (and nothing else)
+        salted = gms_config(sim, customer_ids=[], contact_keys=[PHONE], pseudonym_salt="s3")
+        harness.write_config(tmp_path / "ccwatch.yml", salted)
+        await harness.reload(d)
+        label = pseudonym(PHONE, "s3")
+        s = await d.wait_for(lambda s: s.value(ACTIVE, contact_key=label) == 1.0)
+        assert s.series(ACTIVE, **KEY) == []
+        await assert_no_phone_number(d, [])
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+async def test_the_probe_shows_the_phone_number_in_the_request_url_only(
+    sim: Sim, tmp_path: Path, output: str
+) -> None:
+    """``ccwatch probe``: the URL requested names the key; the subject, the body (whose
+    services carry the key), the failure detail and the exchange's error do not."""
+    config = gms_config(sim, customer_ids=[], contact_keys=[{"key": PHONE, "name": "hotline-a"}])
+    path = tmp_path / "ccwatch.yml"
+    harness.write_config(path, config)
+    # the completed job fails with a detail that names its URL (a redirect loop)
+    completed = f"/genesys/1/cs/services/anonymous/{PHONE}/completed"
+    await sim.fault(completed, "status", status=302, headers={"Location": completed})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ccwatch",
+        "probe",
+        "--config.file",
+        str(path),
+        "--format",
+        output,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1, err.decode()  # the completed job failed
+    text = out.decode()
+    if output == "json":
+        urls = [x["url"] for line in text.splitlines() for x in json.loads(line)["exchanges"]]
+    else:
+        urls = re.findall(r"^  > GET (\S+)$", text, re.MULTILINE)
+    assert len(urls) == 2
+    assert all(f"/anonymous/{PHONE}/" in url for url in urls)
+    outside = text
+    for url in urls:  # the URLs requested, and only those, may name the key
+        outside = outside.replace(json.dumps(url) if output == "json" else f"> GET {url}", "")
+    for form in PHONE_FORMS:
+        assert form not in outside
+        assert form not in err.decode()
+    assert "hotline-a" in outside
+    if output == "json":
+        active, failed = (json.loads(line) for line in text.splitlines())
+        assert active["subject"] == failed["subject"] == {"contact_key": "hotline-a"}
+        assert active["ok"]
+        [service] = json.loads(active["exchanges"][0]["body"])
+        assert service["contact_key"] == "hotline-a"  # the sim echoes the key: replaced
+        assert failed["reason"] == "connect"
+        assert "/services/anonymous/hotline-a/completed" in failed["detail"]

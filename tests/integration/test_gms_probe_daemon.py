@@ -19,7 +19,7 @@ from tests.harness import Scrape, Sim, daemon, simulator
 SUCCESS = "ccwatch_gms_probe_success"
 STEP = "ccwatch_gms_probe_step_duration_seconds"
 STATUS = "ccwatch_gms_service_status"
-CREATE_A = "/genesys/1/service/request-interaction"
+CREATE_A = "/genesys/1/service/request-inbound-poll"
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def probe(sim: Sim, name: str, **overrides: Any) -> dict[str, Any]:
         "name": name,
         "source": "gms_probe",
         "url": sim.url,
-        "gms_service": "request-interaction",
+        "gms_service": "request-inbound-poll",
         "form": {"_phone_number": "6504669999", "language": "french"},
         "status_request": "status",
         "expected_statuses": ["waiting-for-agent"],
@@ -60,7 +60,7 @@ async def requests(sim: Sim) -> list[dict[str, Any]]:
 async def test_probe_values_and_status_changes(sim: Sim) -> None:
     async with daemon(config(probe(sim, "gms-values"))) as d:
         s = await d.wait_for(polled("gms-values"))
-        labels = {"target": "gms-values", "gms_service": "request-interaction"}
+        labels = {"target": "gms-values", "gms_service": "request-inbound-poll"}
         assert s.value(SUCCESS, **labels) == 1.0
         assert s.value(STATUS, status="waiting-for-agent", **labels) == 1.0
         create = s.value(STEP, step="create", **labels)
@@ -69,7 +69,7 @@ async def test_probe_values_and_status_changes(sim: Sim) -> None:
         assert s.value(STEP, step="status", **labels) is not None
         health = s.series("ccwatch_poll_success", target="gms-values")
         assert [(x.labels["endpoint"], x.labels["gms_service"]) for x in health] == [
-            ("probe", "request-interaction")
+            ("probe", "request-inbound-poll")
         ]
         assert "last" in s.families[SUCCESS].documentation
         log = await requests(sim)
@@ -95,7 +95,7 @@ async def test_probe_values_and_status_changes(sim: Sim) -> None:
             ("failed", "waiting-for-agent"),
             ("waiting-for-agent", "failed"),
         ]
-        assert changes[0]["gms_service"] == "request-interaction"
+        assert changes[0]["gms_service"] == "request-inbound-poll"
         assert changes[0]["endpoint"] == "probe"
         assert not [e for e in events if e["event"] == "poll_failing"]
 
@@ -120,20 +120,27 @@ async def test_multipart_form_and_the_spec_answer(sim: Sim) -> None:
 
 
 async def test_create_only_probe(sim: Sim) -> None:
-    target = probe(sim, "gms-create-only", status_request=None, expected_statuses=[])
+    # without a service request, any service may be probed (spec 003 restricts only those)
+    target = probe(
+        sim,
+        "gms-create-only",
+        gms_service="request-interaction",
+        status_request=None,
+        expected_statuses=[],
+    )
     async with daemon(config(target)) as d:
         s = await d.wait_for(polled("gms-create-only"))
-        assert s.value(SUCCESS, target="gms-create-only") == 1.0
+        assert s.value(SUCCESS, target="gms-create-only", gms_service="request-interaction") == 1.0
         assert [x.labels["step"] for x in s.series(STEP, target="gms-create-only")] == ["create"]
         assert s.series(STATUS, target="gms-create-only") == []
     assert all(not e["path"].endswith("/status") for e in await requests(sim))
 
 
 async def test_a_service_the_server_does_not_know_is_404(sim: Sim) -> None:
-    target = probe(sim, "gms-404", gms_service="request-nothing")
+    target = probe(sim, "gms-404", gms_service="request-inbound-nothing")
     with structlog.testing.capture_logs() as events:
         async with daemon(config(target, probe(sim, "gms-404-other"))) as d:
-            job = {"target": "gms-404", "gms_service": "request-nothing"}
+            job = {"target": "gms-404", "gms_service": "request-inbound-nothing"}
             s = await d.wait_for(
                 lambda s: (
                     (s.value("ccwatch_poll_errors_total", reason="http_status", **job) or 0) >= 2
@@ -149,10 +156,16 @@ async def test_a_service_the_server_does_not_know_is_404(sim: Sim) -> None:
     failing = [e for e in events if e["event"] == "poll_failing"]
     assert len(failing) == 1, failing
     assert failing[0]["reason"] == "http_status"
-    assert "'request-nothing' is not configured" in failing[0]["error"]
-    assert failing[0]["gms_service"] == "request-nothing"
+    assert "'request-inbound-nothing' is not configured" in failing[0]["error"]
+    assert failing[0]["gms_service"] == "request-inbound-nothing"
 
 
+#: a create-only probe: spec 003 allows no service request on a request-callback service
+CALLBACK: dict[str, Any] = {
+    "gms_service": "request-callback",
+    "status_request": None,
+    "expected_statuses": [],
+}
 JSON = {"headers": {"Content-Type": "application/json"}}
 SMALL_CAP = {"max_response_size": "4KiB"}
 NO_ID = '{"_access_number": "8003449999", "_access_code": "7684"}'
@@ -180,8 +193,8 @@ async def test_a_bad_answer_fails_the_probe_with_one_reason(
 ) -> None:
     name = f"gms-bad-{fault['kind']}-{fault.get('status', '')}"
     other = f"{name}-other"
-    targets = (probe(sim, name, **overrides), probe(sim, other, gms_service="request-callback"))
-    job = {"target": name, "endpoint": "probe", "gms_service": "request-interaction"}
+    targets = (probe(sim, name, **overrides), probe(sim, other, **CALLBACK))
+    job = {"target": name, "endpoint": "probe", "gms_service": "request-inbound-poll"}
     async with daemon(config(*targets)) as d:
         await d.wait_for(lambda s: polled(name)(s) and polled(other)(s))
         with structlog.testing.capture_logs() as events:
@@ -199,5 +212,5 @@ async def test_a_bad_answer_fails_the_probe_with_one_reason(
             s = await d.wait_for(lambda s: s.value(SUCCESS, target=name) == 1.0, what="recovery")
             assert s.value(STEP, target=name, step="create") is not None
         harness.assert_failed_once_then_recovered(
-            events, reason, target=name, gms_service="request-interaction"
+            events, reason, target=name, gms_service="request-inbound-poll"
         )

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from ccwatch.simulator import build_app
-from ccwatch.simulator.gms import GMS_KEY, STATUSES
+from ccwatch.simulator.gms import GMS_KEY, STATUSES, takes_requests
 from ccwatch.sources import gms_probe
 from tests.harness import Sim, simulator
 from tests.simulator.conftest import SimClient, StartSim
@@ -34,7 +34,7 @@ async def get_json(sim: Sim, path: str) -> Any:
         return await resp.json()
 
 
-async def create(sim: Sim, service: str = "request-interaction", data: Any = None) -> str:
+async def create(sim: Sim, service: str = "request-inbound-poll", data: Any = None) -> str:
     status, ctype, body = await post(sim, f"{SERVICE}/{service}", data or {"_phone_number": "1"})
     assert status == 200, body
     assert ctype == "application/json"
@@ -43,7 +43,7 @@ async def create(sim: Sim, service: str = "request-interaction", data: Any = Non
 
 async def test_create_urlencoded_and_ask_status(sim: Sim) -> None:
     status, ctype, body = await post(
-        sim, f"{SERVICE}/request-interaction", {"_phone_number": "6504669999", "language": "fr"}
+        sim, f"{SERVICE}/request-inbound-poll", {"_phone_number": "6504669999", "language": "fr"}
     )
     assert status == 200
     data = orjson.loads(body)
@@ -57,7 +57,7 @@ async def test_create_urlencoded_and_ask_status(sim: Sim) -> None:
     requests = await get_json(sim, "requests")
     assert requests[0] == {
         "method": "POST",
-        "path": f"{SERVICE}/request-interaction",
+        "path": f"{SERVICE}/request-inbound-poll",
         "content_type": "application/x-www-form-urlencoded",
         "form": {"_phone_number": "6504669999", "language": "fr"},
     }
@@ -76,6 +76,23 @@ async def test_unknown_service_and_id_are_404(sim: Sim) -> None:
     assert (await post(sim, f"{SERVICE}/no-such-id/status", {}))[0] == 404
     service_id = await create(sim)
     assert (await post(sim, f"{SERVICE}/{service_id}/cancel", {}))[0] == 400
+
+
+async def test_service_requests_only_on_inbound_and_outbound_services(sim: Sim) -> None:
+    # spec 003: "only to be used for request-inbound-... or request-outbound-... based
+    # services otherwise it will be rejected"
+    for name in ("request-interaction", "request-callback"):
+        service_id = await create(sim, name)
+        status, ctype, body = await post(sim, f"{SERVICE}/{service_id}/status", {})
+        assert (status, ctype) == (400, "application/json"), name
+        assert name in orjson.loads(body)["message"]
+    await sim.put("gms/services/request-outbound-survey", {})
+    service_id = await create(sim, "request-outbound-survey")
+    body = (await post(sim, f"{SERVICE}/{service_id}/status", {}))[2]
+    assert gms_probe.parse_status(body) in STATUSES
+    # the simulator and the probe's config agree on the rule
+    for name in ("request-interaction", "request-callback", "request-inbound-poll", "x"):
+        assert takes_requests(name) == gms_probe.allows_service_requests(name)
 
 
 async def test_forced_status(sim: Sim) -> None:
@@ -109,7 +126,7 @@ async def test_id_key_and_the_spec_body(sim: Sim) -> None:
     body = (await post(sim, f"{SERVICE}/request-interaction", {}))[2]
     assert "id" in orjson.loads(body)
     await sim.put("gms/config", {"id_key": "_id", "spec_body": True})
-    body = (await post(sim, f"{SERVICE}/request-interaction", {}))[2]
+    body = (await post(sim, f"{SERVICE}/request-inbound-poll", {}))[2]
     assert body.startswith(b'{ "_id":"')
     assert b', _access_code="' in body
     with pytest.raises(orjson.JSONDecodeError):

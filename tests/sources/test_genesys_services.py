@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
-from ccwatch.errors import ConfigError, ParseFailure
+from ccwatch.errors import ConfigError, ConnectFailure, ParseFailure, StatusFailure
+from ccwatch.http import TRACE, Exchange
 from ccwatch.sources import SOURCES, genesys_services, parse_config
 from ccwatch.sources.base import Reading, Sample
 from ccwatch.sources.genesys_services import (
@@ -26,11 +32,17 @@ from ccwatch.sources.genesys_services import (
     parse_active,
     parse_completed,
     parse_timestamp,
+    pseudonym,
 )
 from tests.sources.conftest import Answer, Server
 
 #: The sample's start timestamp, read as UTC, plus one hour.
 NOW = datetime(2009, 5, 7, 13, 5, 20, 157000, tzinfo=UTC)
+#: A contact key (a phone number, as in the spec) and its pseudonym in target "gms-cs".
+KEY = "408-832-7799"
+KEY_LABEL = "ck-c87b0086d27d"
+#: Every way the key could show up where it must not.
+KEY_FORMS = (KEY, "4088327799", "408%2D832%2D7799")
 
 
 def strip_documentation_comments(text: str) -> str:
@@ -345,7 +357,7 @@ def test_config_example() -> None:
     gms = cfg.targets[0]
     assert isinstance(gms, GenesysServicesTarget)
     assert gms.customer_ids == ["ABC1234"]
-    assert gms.contact_keys == ["408-832-7799"]
+    assert gms.contact_key_labels() == [(pseudonym(KEY, "gms-cs"), KEY)]
     assert gms.completed_window == 3600.0
     assert gms.service_types is None
 
@@ -366,7 +378,7 @@ def test_config_defaults_and_types() -> None:
     [
         ({"customer_ids": [], "contact_keys": []}, "nothing to watch"),
         ({"customer_ids": ["A", "A"]}, "targets[0].customer_ids: duplicate values: ['A']"),
-        ({"contact_keys": [""]}, "targets[0].contact_keys[0]"),
+        ({"contact_keys": [""]}, "targets[0].contact_keys[0].key"),
         ({"service_types": []}, "targets[0].service_types"),
         ({"service_types": [True]}, "not a boolean"),
         ({"service_types": [400, "400"]}, "duplicate values"),
@@ -378,6 +390,149 @@ def test_config_errors(extra: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"targets": [target(**extra)]})
     assert message in str(info.value)
+
+
+def gms_target(**extra: Any) -> GenesysServicesTarget:
+    gms = parse_config({"targets": [target(**extra)]}).targets[0]
+    assert isinstance(gms, GenesysServicesTarget)
+    return gms
+
+
+def test_contact_keys_with_names_bare_and_mixed() -> None:
+    named = gms_target(contact_keys=[{"key": KEY, "name": "hotline-a"}])
+    assert named.contact_key_labels() == [("hotline-a", KEY)]
+    bare = gms_target(contact_keys=[KEY])
+    assert bare.contact_key_labels() == [(KEY_LABEL, KEY)]
+    # a mapping without a name is a bare key
+    assert gms_target(contact_keys=[{"key": KEY}]).contact_key_labels() == [(KEY_LABEL, KEY)]
+    mixed = gms_target(
+        contact_keys=[
+            {"key": KEY, "name": "hotline-a"},
+            "650-555-0123",
+            {"key": "+1 (650) 555-0199", "name": "Support_2.b:x"},
+        ]
+    )
+    assert mixed.contact_key_labels() == [
+        ("hotline-a", KEY),
+        (pseudonym("650-555-0123", "gms-cs"), "650-555-0123"),
+        ("Support_2.b:x", "+1 (650) 555-0199"),
+    ]
+    # customer ids are not personal data: exported as they are
+    assert mixed.customer_ids == ["ABC1234"]
+
+
+def test_the_pseudonym_formula() -> None:
+    digest = hmac.new(b"gms-cs", KEY.encode(), hashlib.sha256).hexdigest()
+    assert KEY_LABEL == "ck-" + digest[:12] == pseudonym(KEY, "gms-cs")
+    assert re.fullmatch(r"ck-[0-9a-f]{12}", pseudonym("", ""))
+
+
+def test_the_pseudonym_is_stable_and_depends_on_the_salt(tmp_path: Path) -> None:
+    # the same on every load (a restart, a reload): pinned, not just equal to itself
+    assert gms_target().contact_key_labels() == [(KEY_LABEL, KEY)]
+    assert gms_target().contact_key_labels() == gms_target().contact_key_labels()
+    # without a salt the target's name is the HMAC key
+    renamed = gms_target(name="other").contact_key_labels()[0][0]
+    salted = gms_target(pseudonym_salt="s3cret").contact_key_labels()[0][0]
+    assert renamed == pseudonym(KEY, "other") != KEY_LABEL
+    assert salted == pseudonym(KEY, "s3cret") not in (KEY_LABEL, renamed)
+    # a salt file: read once, stripped, the same pseudonym as inline
+    (tmp_path / "salt").write_text("s3cret\n")
+    from_file = gms_target(pseudonym_salt_file=str(tmp_path / "salt"))
+    assert from_file.contact_key_labels()[0][0] == salted
+    assert "s3cret" not in repr(from_file)
+    # other keys, other pseudonyms
+    assert pseudonym("650-555-0123", "gms-cs") != KEY_LABEL
+
+
+@pytest.mark.parametrize("salt", ["gms-cs", "", "s3cret", "408", "4088327799", KEY])
+@pytest.mark.parametrize("key", [KEY, "4088327799", "+1 408 832 7799", "(408) 832-7799"])
+def test_a_pseudonym_never_shows_the_number(key: str, salt: str) -> None:
+    label = pseudonym(key, salt)
+    assert re.fullmatch(r"ck-[0-9a-f]{12}", label)
+    digits = re.sub(r"\D", "", key)
+    assert key not in label
+    # not the number, nor any 7 of its digits in a row (e.g. without the area code)
+    assert not any(digits[i : i + 7] in label for i in range(len(digits) - 6))
+
+
+def test_the_key_is_kept_out_of_the_config_repr() -> None:
+    gms = gms_target(contact_keys=[KEY, {"key": "650-555-0123", "name": "hotline-b"}])
+    text = f"{gms!r} {gms} {gms.contact_keys!r}"
+    assert KEY not in text
+    assert "650-555-0123" not in text
+    assert "hotline-b" in text
+
+
+@pytest.mark.parametrize(
+    ("contact_keys", "message"),
+    [
+        (
+            [{"key": KEY, "name": "a"}, {"key": "650-555-0123", "name": "a"}],
+            "targets[0].contact_keys[1].name: duplicate name 'a' (also contact_keys[0])",
+        ),
+        (
+            [{"key": KEY, "name": "hotline a"}],
+            "targets[0].contact_keys[0].name: a contact key name",
+        ),
+        ([{"key": KEY, "name": ""}], "targets[0].contact_keys[0].name: a contact key name"),
+        ([{"key": KEY, "name": "é"}], "targets[0].contact_keys[0].name: a contact key name"),
+        ([{"key": KEY, "name": "x" * 129}], "targets[0].contact_keys[0].name: a contact key name"),
+        ([{"key": KEY, "name": "a/b"}], "targets[0].contact_keys[0].name: a contact key name"),
+        ([{"name": "a"}], "targets[0].contact_keys[0].key: required key is missing"),
+        ([{"key": KEY, "label": "a"}], "targets[0].contact_keys[0].label: unknown key"),
+        ([4088327799], "targets[0].contact_keys[0]: a contact key is a string (quote a number)"),
+        (
+            [KEY, KEY],
+            "targets[0].contact_keys[1].key: duplicate contact key (also contact_keys[0])",
+        ),
+        (
+            [KEY, {"key": KEY, "name": "a"}],
+            "targets[0].contact_keys[1].key: duplicate contact key (also contact_keys[0])",
+        ),
+        # a name that is a (phone number) key would export it
+        (
+            [{"key": "650-555-0123", "name": KEY}, KEY],
+            "targets[0].contact_keys[0].name: a name is exported as the label value, so it must "
+            "not be a contact key (it is the key of contact_keys[1])",
+        ),
+        (
+            [{"key": KEY, "name": KEY}],
+            "targets[0].contact_keys[0].name: a name is exported as the label value",
+        ),
+        # a name may not take another key's pseudonym, whichever comes first
+        (
+            [{"key": "650-555-0123", "name": KEY_LABEL}, KEY],
+            f"targets[0].contact_keys[1].key: its pseudonym {KEY_LABEL!r} is also the label "
+            "value of contact_keys[0]; give one of them another name",
+        ),
+        (
+            [KEY, {"key": "650-555-0123", "name": KEY_LABEL}],
+            f"targets[0].contact_keys[1].name: {KEY_LABEL!r} is the pseudonym of "
+            "contact_keys[0]; choose another name",
+        ),
+    ],
+)
+def test_contact_key_errors(contact_keys: list[Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"targets": [target(contact_keys=contact_keys)]})
+    assert message in str(info.value)
+    # a config error names the key path, never the contact key
+    if message.count(KEY) == 0:
+        for form in KEY_FORMS:
+            assert form not in str(info.value)
+
+
+def test_salt_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"targets\[0\].pseudonym_salt: must not be empty"):
+        parse_config({"targets": [target(pseudonym_salt="")]})
+    (tmp_path / "salt").write_text("s")
+    both = target(pseudonym_salt="s", pseudonym_salt_file=str(tmp_path / "salt"))
+    with pytest.raises(ConfigError, match="set pseudonym_salt or pseudonym_salt_file, not both"):
+        parse_config({"targets": [both]})
+    missing = target(pseudonym_salt_file=str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="cannot read secret file"):
+        parse_config({"targets": [missing]})
 
 
 # --------------------------------------------------------------------------- jobs
@@ -399,8 +554,8 @@ async def test_jobs_watch_only_the_configured_subjects(
     assert [(s.endpoint, dict(s.subject)) for s in specs] == [
         ("active", {"customer_id": "ABC1234"}),
         ("completed", {"customer_id": "ABC1234"}),
-        ("active", {"contact_key": "408-832-7799"}),
-        ("completed", {"contact_key": "408-832-7799"}),
+        ("active", {"contact_key": KEY_LABEL}),
+        ("completed", {"contact_key": KEY_LABEL}),
     ]
     readings = [await s.poll() for s in specs]
     assert readings[0] == ActiveServices(1, 3600.0, (("400", 1),))
@@ -620,3 +775,128 @@ async def test_the_base_url_path_is_sent_as_configured(server: Server) -> None:
         "/gms%7Eproxy/genesys/1/cs/customers/ABC1234/services/active",
         "/gms%7Eproxy/genesys/1/cs/customers/ABC1234/services/completed",
     ]
+
+
+# --------------------------------------------------------------------------- the key stays out
+
+
+class RaisingClient:
+    """Stands in for a TargetClient: builds URLs as it does, and raises ``make(url)``."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+        self.urls: list[str] = []
+
+    def url(self, path: str) -> str:
+        return "http://gms.example.com:8080" + path
+
+    async def request(self, method: str, url: Any, **kwargs: Any) -> Any:
+        self.urls.append(str(url))
+        raise self.make(str(url))
+
+
+def raising_jobs(make: Any, **extra: Any) -> tuple[RaisingClient, list[Any]]:
+    client = RaisingClient(make)
+    gms = gms_target(**extra)
+    return client, SOURCES["genesys_services"].jobs(gms, client, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [KEY, "+1 (408) 832-7799", "4088327799", "Key.Of/Someone"],
+    ids=["dashes", "plus", "digits", "slash"],
+)
+async def test_a_failure_detail_names_the_label_not_the_key(key: str) -> None:
+    # aiohttp names the URL in some errors (too many redirects, an invalid redirect)
+    client, specs = raising_jobs(
+        lambda url: ConnectFailure(f"TooManyRedirects: 302, message='Found', url={url!r}"),
+        customer_ids=[],
+        contact_keys=[{"key": key, "name": "hotline-a"}],
+    )
+    for spec in specs:
+        with pytest.raises(ConnectFailure) as info:
+            await spec.poll()
+        detail = info.value.detail
+        assert "/services/anonymous/hotline-a/" in detail
+        assert str(info.value) == detail
+        assert info.value.reason == "connect"
+        for form in (key, quote(key, safe=""), quote(key), *KEY_FORMS):
+            assert form not in detail
+    # the request itself went to the key
+    assert all(quote(key, safe="") in url for url in client.urls)
+
+
+async def test_a_failure_keeps_its_kind_and_retry_after() -> None:
+    _, specs = raising_jobs(
+        lambda url: StatusFailure(429, f"unexpected HTTP status 429 for {url}", retry_after=7.0),
+        customer_ids=[],
+        contact_keys=[KEY],
+    )
+    with pytest.raises(StatusFailure) as info:
+        await specs[0].poll()
+    assert info.value.reason == "rate_limited"
+    assert info.value.retry_after == 7.0
+    assert info.value.status == 429
+    assert info.value.detail.endswith(f"/services/anonymous/{KEY_LABEL}/active")
+
+
+async def test_a_failure_without_the_key_is_left_alone() -> None:
+    failure = ParseFailure("invalid JSON: unexpected character: line 1 column 1 (char 0)")
+    _, specs = raising_jobs(lambda url: failure, customer_ids=[], contact_keys=[KEY])
+    with pytest.raises(ParseFailure) as info:
+        await specs[0].poll()
+    assert info.value is failure
+    assert failure.detail == "invalid JSON: unexpected character: line 1 column 1 (char 0)"
+
+
+async def test_a_bug_naming_the_key_is_reported_without_it() -> None:
+    _, specs = raising_jobs(
+        lambda url: ValueError(f"cannot use {url}"), customer_ids=[], contact_keys=[KEY]
+    )
+    with pytest.raises(RuntimeError) as info:
+        await specs[1].poll()
+    message = str(info.value)
+    assert message.startswith("ValueError: cannot use http://gms.example.com:8080/")
+    assert f"/anonymous/{KEY_LABEL}/completed" in message
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+    assert info.value.__traceback__ is not None  # where it happened is kept
+    # and one that does not name it is raised as it is
+    _, specs = raising_jobs(lambda url: ValueError("no"), customer_ids=[], contact_keys=[KEY])
+    with pytest.raises(ValueError, match=r"^no$"):
+        await specs[0].poll()
+
+
+async def test_customer_ids_are_not_hidden() -> None:
+    _, specs = raising_jobs(
+        lambda url: ConnectFailure(f"url={url}"), customer_ids=["ABC1234"], contact_keys=[]
+    )
+    with pytest.raises(ConnectFailure, match="/customers/ABC1234/services/active"):
+        await specs[0].poll()
+
+
+async def test_a_traced_poll_shows_the_key_in_its_url_only(server: Server) -> None:
+    """Under ``ccwatch probe``: the request URL names the key, nothing else does."""
+    answer = services(
+        {**started("2009-05-07T12:05:20.157"), "contact_key": KEY, "note": "4088327799"}
+    )
+    server.answer(Answer(body=answer), Answer(status=503))
+    specs = jobs_for(server, customer_ids=[], contact_keys=[KEY])
+    exchanges: list[Exchange] = []
+    token = TRACE.set(exchanges)
+    try:
+        assert isinstance(await specs[0].poll(), ActiveServices)
+        with pytest.raises(StatusFailure):
+            await specs[1].poll()
+    finally:
+        TRACE.reset(token)
+    assert len(exchanges) == 2
+    for exchange in exchanges:
+        assert f"/services/anonymous/{KEY}/" in exchange.url
+        rest = repr(dataclasses.replace(exchange, url=""))
+        for form in KEY_FORMS:
+            assert form not in rest
+    body = json.loads(exchanges[0].body)
+    assert body[0]["contact_key"] == KEY_LABEL
+    assert body[0]["note"] == KEY_LABEL
+    assert exchanges[1].error == "http_status: unexpected HTTP status 503"

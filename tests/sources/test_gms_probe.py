@@ -28,7 +28,7 @@ def target_data(**overrides: Any) -> dict[str, Any]:
         "name": "gms-probe",
         "source": "gms_probe",
         "url": "http://gms.example.com:8080",
-        "gms_service": "request-interaction",
+        "gms_service": "request-inbound-poll",
         "form": {"_phone_number": "6504669999"},
         "status_request": "status",
         "expected_statuses": ["waiting-for-agent"],
@@ -167,6 +167,57 @@ def test_config_errors(overrides: dict[str, Any], message: str) -> None:
         config_of(**overrides)
 
 
+SERVICE_REQUEST_RULE = (
+    "service requests are only allowed on request-inbound-... and request-outbound-... "
+    "services (spec 003, Service specific Request)"
+)
+
+
+@pytest.mark.parametrize(
+    "service",
+    [
+        "request-interaction",  # the spec's create example: no service requests on it
+        "request-callback",
+        "request-inbound-",  # the prefix alone names no service
+        "request-outbound",
+        "inbound-poll",
+        "my-request-inbound-poll",
+        "Request-Inbound-Poll",
+    ],
+)
+def test_a_service_request_on_another_service_is_a_config_error(service: str) -> None:
+    data = target_data(gms_service=service)
+    other = {"name": "ece", "source": "ece", "url": "http://ece", "entry_points": [1]}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"targets": [other, data]})
+    assert info.value.errors == [
+        f"targets[1].status_request: {SERVICE_REQUEST_RULE}; {service!r} is neither"
+    ]
+
+
+@pytest.mark.parametrize(
+    "service", ["request-inbound-poll", "request-outbound-survey", "request-inbound-x"]
+)
+def test_service_requests_on_inbound_and_outbound_services(service: str) -> None:
+    assert gms_probe.allows_service_requests(service)
+    assert config_of(gms_service=service).status_request == "status"
+
+
+@pytest.mark.parametrize(
+    "service", ["request-interaction", "request-callback", "request-inbound-", "anything"]
+)
+def test_any_service_may_be_probed_without_a_service_request(service: str) -> None:
+    assert not gms_probe.allows_service_requests(service)
+    t = config_of(gms_service=service, status_request=None, expected_statuses=[])
+    assert (t.gms_service, t.status_request) == (service, None)
+
+
+def test_an_invalid_service_name_is_reported_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_of(gms_service="")
+    assert [e.partition(":")[0] for e in info.value.errors] == ["targets[0].gms_service"]
+
+
 # --------------------------------------------------------------------------- the probe
 
 
@@ -213,7 +264,7 @@ async def test_probe_creates_then_asks_status(server: Server) -> None:
     assert success_of(state) is None  # not probed yet
     reading = await poll()
     assert [(r.method, r.url) for r in server.requests] == [
-        ("POST", f"{server.url}/genesys/1/service/request-interaction"),
+        ("POST", f"{server.url}/genesys/1/service/request-inbound-poll"),
         ("POST", f"{server.url}/genesys/1/service/39a98e24%2Fx/status"),
     ]
     assert [(r.content_type, r.form) for r in server.requests] == [
@@ -273,13 +324,13 @@ async def test_any_status_is_success_without_expected_statuses(server: Server) -
 
 async def test_404_names_the_service_and_the_probe_fails(server: Server) -> None:
     server.answer(Answer(404, b"Not Found", "text/plain"))
-    poll, state = probe_of(server, name="unit-404", gms_service="request-nothing")
+    poll, state = probe_of(server, name="unit-404", gms_service="request-inbound-nothing")
     with pytest.raises(StatusFailure) as info:
         await poll()
     assert info.value.reason == "http_status"
-    assert "'request-nothing' is not configured" in info.value.detail
+    assert "'request-inbound-nothing' is not configured" in info.value.detail
     assert success_of(state) == 0.0
-    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-nothing",), 0.0)]
+    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-inbound-nothing",), 0.0)]
 
 
 async def test_failed_poll_after_success_sets_probe_success_to_zero(server: Server) -> None:
@@ -304,7 +355,7 @@ async def test_timed_out_probe_is_a_failed_probe(server: Server) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [(r.method, r.raw_path) for r in server.requests] == [
-        ("POST", "/genesys/1/service/request-interaction")
+        ("POST", "/genesys/1/service/request-inbound-poll")
     ]
     assert success_of(state) == 0.0
 
@@ -374,9 +425,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 def test_a_fresh_state_has_no_verdict() -> None:
-    state = gms_probe.ProbeState(config_of(gms_service="request-chat"))
+    state = gms_probe.ProbeState(config_of(gms_service="request-outbound-chat"))
     assert state.success is None
-    assert state.service == "request-chat"
+    assert state.service == "request-outbound-chat"
     assert state.max_age == 600.0  # twice the source's 5 minutes
     assert list(state.samples()) == []
 
@@ -392,12 +443,12 @@ def test_a_verdict_reads_until_it_is_stale(clock: Clock, success: bool) -> None:
     state = gms_probe.ProbeState(config_of(interval="1m"))
     record(state, success, 1000.0)
     verdict = 1.0 if success else 0.0
-    expected = [(gms_probe.PROBE_SUCCESS, ("request-interaction",), verdict)]
+    expected = [(gms_probe.PROBE_SUCCESS, ("request-inbound-poll",), verdict)]
     assert list(state.samples()) == expected
     clock.now = 1120.0  # exactly two intervals old: still fresh
     assert list(state.samples()) == expected
     clock.now = 1120.001  # older: no success any more
-    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-interaction",), 0.0)]
+    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-inbound-poll",), 0.0)]
 
 
 def test_reconfigure_with_the_same_service_keeps_the_verdict(clock: Clock) -> None:
@@ -406,17 +457,17 @@ def test_reconfigure_with_the_same_service_keeps_the_verdict(clock: Clock) -> No
     state.reconfigure(config_of(interval="5m", form={"x": "y"}))
     assert state.max_age == 600.0
     clock.now = 1500.0  # stale under the old interval, fresh under the new one
-    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-interaction",), 1.0)]
+    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-inbound-poll",), 1.0)]
 
 
 def test_reconfigure_with_another_service_resets_the_verdict(clock: Clock) -> None:
     state = gms_probe.ProbeState(config_of(interval="1m"))
     record(state, True, 1000.0)
-    state.reconfigure(config_of(gms_service="request-chat"))
-    assert (state.success, state.service, state.max_age) == (None, "request-chat", 600.0)
+    state.reconfigure(config_of(gms_service="request-outbound-chat"))
+    assert (state.success, state.service, state.max_age) == (None, "request-outbound-chat", 600.0)
     assert list(state.samples()) == []
     record(state, False, 1000.0)
-    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-chat",), 0.0)]
+    assert list(state.samples()) == [(gms_probe.PROBE_SUCCESS, ("request-outbound-chat",), 0.0)]
 
 
 @pytest.mark.parametrize(
@@ -540,10 +591,10 @@ async def test_both_steps_take_measured_time(server: Server) -> None:
 
 async def test_service_names_and_requests_are_one_path_segment(server: Server) -> None:
     server.answer(created("a b/c"), status("waiting-for-agent"))
-    poll, _ = probe_of(server, gms_service="request/x y", status_request="st/at us")
+    poll, _ = probe_of(server, gms_service="request-inbound-x/y z", status_request="st/at us")
     await poll()
     assert [r.raw_path for r in server.requests] == [
-        "/genesys/1/service/request%2Fx%20y",
+        "/genesys/1/service/request-inbound-x%2Fy%20z",
         "/genesys/1/service/a%20b%2Fc/st%2Fat%20us",
     ]
 
@@ -553,7 +604,7 @@ async def test_the_base_url_path_is_sent_as_configured(server: Server) -> None:
     poll, _ = probe_of(server, url=server.url + "/gms%7Eproxy")
     await poll()
     assert [r.raw_path for r in server.requests] == [
-        "/gms%7Eproxy/genesys/1/service/request-interaction",
+        "/gms%7Eproxy/genesys/1/service/request-inbound-poll",
         "/gms%7Eproxy/genesys/1/service/x/status",
     ]
 
@@ -575,7 +626,7 @@ async def test_404_to_the_status_request_names_it(server: Server) -> None:
         await poll()
     assert (info.value.status, info.value.reason) == (404, "http_status")
     assert info.value.detail == (
-        "GMS 'status' request for the new 'request-interaction' service: not found (HTTP 404)"
+        "GMS 'status' request for the new 'request-inbound-poll' service: not found (HTTP 404)"
     )
     assert success_of(state) == 0.0
 
@@ -602,5 +653,24 @@ async def test_404_to_create_keeps_the_status(server: Server) -> None:
         await poll()
     assert info.value.status == 404
     assert info.value.detail == (
-        "GMS service 'request-interaction' is not configured on the server (HTTP 404)"
+        "GMS service 'request-inbound-poll' is not configured on the server (HTTP 404)"
     )
+
+
+def test_an_interval_below_a_minute_is_warned_about() -> None:
+    from ccwatch.sources import parse_config as parse
+
+    target = {
+        "name": "probe",
+        "source": "gms_probe",
+        "url": "http://127.0.0.1:1",
+        "gms_service": "request-inbound-poll",
+        "form": {"_phone_number": "6504669999"},
+    }
+    assert parse({"targets": [target]}).warnings() == []  # the 5-minute default
+    cfg = parse({"targets": [{**target, "interval": "1s"}]})
+    assert cfg.warnings() == [
+        "targets[0].interval: 1s for gms_probe target 'probe' is below the floor of 1m: "
+        "60 real request-inbound-poll services a minute created on GMS (each may become a "
+        "real interaction)"
+    ]
