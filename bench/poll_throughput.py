@@ -8,7 +8,8 @@ at an interval short enough that the scheduler always has work. Then it measures
 - polls completed per CPU-second of this process (GET, parse and metric update),
 - polls per wall-clock second,
 - peak RSS of this process,
-- /metrics render time over every series, in-process and over HTTP.
+- /metrics render time over every series, in-process and over HTTP,
+- the CPU of one scrape (gzip and plain) with polling stopped.
 
 With ``--hours``, the target has two static labels and an opening-hours calendar (half
 the entry points another one), as an operator's would: their series are longer and
@@ -120,6 +121,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.to_thread(pool.apply, _scrape, (daemon.metrics_url, gzip_ok))
                 )
         ok = sum(job.failures == 0 and job.attempted for job in scheduler.jobs)
+        # The CPU one scrape costs this process, with polling stopped so that nothing else
+        # runs: rendering, and for gzip the deflate (in worker threads; process_time
+        # counts every thread).
+        await scheduler.stop(grace=5.0)
+        scrape_cpu: dict[bool, list[float]] = {True: [], False: []}
+        with multiprocessing.Pool(1) as pool:
+            for gzip_ok in (True, False) * 3:
+                cpu_before = time.process_time()
+                await asyncio.to_thread(pool.apply, _scrape, (daemon.metrics_url, gzip_ok))
+                scrape_cpu[gzip_ok].append(time.process_time() - cpu_before)
         result = {
             "entry_points": args.entry_points,
             "hours": args.hours,
@@ -145,6 +156,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "http_metrics_gzip_ms_median": round(statistics.median(http_times[0::2]) * 1000, 1),
             "http_metrics_plain_ms_median": round(statistics.median(http_times[1::2]) * 1000, 1),
             "metrics_bytes": size,
+            "scrape_cpu_ms_gzip_median": round(statistics.median(scrape_cpu[True]) * 1000, 1),
+            "scrape_cpu_ms_plain_median": round(statistics.median(scrape_cpu[False]) * 1000, 1),
         }
         await daemon.stop()
         return result

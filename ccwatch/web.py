@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any, Final, Protocol, TypeVar, cast
 
@@ -40,6 +39,19 @@ class Exporter(Protocol):
 
 
 _THREAD_COMPRESS_MIN = 256 * 1024
+
+try:  # igzip (ISA-L): gzip-compatible, about 5x faster than zlib at level 1 on /metrics
+    from isal import isal_zlib as _deflate
+except ImportError:  # pragma: no cover - a platform without an isal wheel
+    import zlib as _deflate  # type: ignore[no-redef]
+
+#: The deflate implementation of gzip answers (``isal.isal_zlib``, else ``zlib``).
+DEFLATE: Final = _deflate
+
+
+def gzip_compressor() -> Any:
+    """A gzip stream compressor at level 1 (Prometheus's own choice for its answers)."""
+    return DEFLATE.compressobj(1, DEFLATE.DEFLATED, 16 + DEFLATE.MAX_WBITS)
 
 #: Headers of the status page: it loads nothing but itself (see ccwatch.page).
 PAGE_HEADERS: Final = {
@@ -131,7 +143,7 @@ def build_app(exporter: Exporter, security: WebSecurity | None = None) -> web.Ap
         )
         compressor = None
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            compressor = gzip_compressor()
             response.headers["Content-Encoding"] = "gzip"
         await response.prepare(request)
         # One family at a time: memory stays bounded by the largest family, and the
@@ -139,7 +151,7 @@ def build_app(exporter: Exporter, security: WebSecurity | None = None) -> web.Ap
         for chunk in exporter.metric_chunks(openmetrics=openmetrics):
             if compressor is not None:
                 if len(chunk) > _THREAD_COMPRESS_MIN:
-                    # zlib releases the GIL: compress big chunks off the event loop
+                    # deflate releases the GIL: compress big chunks off the event loop
                     chunk = await asyncio.to_thread(compressor.compress, chunk)
                 else:
                     chunk = compressor.compress(chunk)

@@ -148,6 +148,20 @@ async def test_gzip_answer_decompresses_to_the_plain_families(sim: Sim, openmetr
     assert len(series(plain, openmetrics=openmetrics)) > 10
 
 
+def test_gzip_answers_use_isal_and_are_plain_gzip() -> None:
+    """igzip where its wheel is installed (it is a dependency): a standard gzip stream."""
+    from ccwatch.web import DEFLATE, gzip_compressor
+
+    assert DEFLATE.__name__ == "isal.isal_zlib"
+    body = b"".join(f'm{{target="t",n="{i}"}} {i}\n'.encode() for i in range(10_000))
+    compressor = gzip_compressor()
+    stream = compressor.compress(body[:70_000]) + compressor.compress(body[70_000:])
+    stream += compressor.flush()
+    assert stream[:2] == b"\x1f\x8b"
+    assert gzip.decompress(stream) == body
+    assert len(stream) < len(body) / 5
+
+
 # --------------------------------------------------------------------- /-/healthy, /-/ready, /
 
 
