@@ -53,6 +53,7 @@ def gzip_compressor() -> Any:
     """A gzip stream compressor at level 1 (Prometheus's own choice for its answers)."""
     return DEFLATE.compressobj(1, DEFLATE.DEFLATED, 16 + DEFLATE.MAX_WBITS)
 
+
 #: Headers of the status page: it loads nothing but itself (see ccwatch.page).
 PAGE_HEADERS: Final = {
     "Content-Security-Policy": page.CONTENT_SECURITY_POLICY,
