@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from ccwatch import cli, healthcheck
 from ccwatch.config import ConfigBase
@@ -156,3 +161,47 @@ def check_web_config(data: Any) -> dict[str, Any]:
     users = data.get("basic_auth_users", {})
     assert all(isinstance(u, str) and isinstance(h, str) for u, h in users.items())
     return data
+
+
+def compose_clis() -> list[list[str]]:
+    """Every compose CLI on this machine: ``docker compose`` and ``docker-compose``."""
+    found: list[list[str]] = []
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=30, check=False
+        )
+        if probe.returncode == 0:
+            found.append([docker, "compose"])
+    legacy = shutil.which("docker-compose")
+    if legacy:
+        found.append([legacy])
+    return found
+
+
+def compose_configs(*files: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``config -q`` (must pass) and ``config`` (parsed) of the compose ``files`` with every
+    compose CLI on this machine: (CLI, its merged file) pairs. Skips without any CLI, which
+    fails in CI (tests/conftest.py): .ci/run installs docker-compose."""
+    clis = compose_clis()
+    if not clis:
+        pytest.skip("no compose CLI: apt-get install docker-compose")
+    env = {k: v for k, v in os.environ.items() if k != "BIND_ADDRESS"}
+    args = [arg for path in files for arg in ("-f", str(path))]
+    out = []
+    for argv in clis:
+        shown = ""
+        for command in (["config", "-q"], ["config"]):
+            result = subprocess.run(
+                [*argv, *args, *command],
+                cwd=files[0].parent,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+                check=False,
+            )
+            assert result.returncode == 0, f"{' '.join(argv)} {command}:\n{result.stderr}"
+            shown = result.stdout
+        out.append((" ".join(argv), yaml.safe_load(shown)))
+    return out

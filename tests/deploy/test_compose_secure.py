@@ -39,11 +39,12 @@ from .helpers import (
     REPO,
     check_web_config,
     cli_accepts,
+    compose_configs,
     parse_with_secrets,
     require_cli,
 )
 from .helpers import with_stand_in_files as stand_ins
-from .test_compose import COMPOSE_DIR, COMPOSE_FILE, SIM_PORT, Mount, _compose_clis
+from .test_compose import COMPOSE_DIR, COMPOSE_FILE, SIM_PORT, Mount
 from .test_rules import promtool
 
 SECURE_FILE = COMPOSE_DIR / "compose.secure.yaml"
@@ -181,32 +182,7 @@ def test_the_base_stack_is_unchanged(base: dict[str, Any], merged: dict[str, Any
 
 def test_compose_cli_accepts_the_override(merged: dict[str, Any]) -> None:
     """``config -q`` with both files, and compose's own merge agrees with merge() above."""
-    env = {k: v for k, v in os.environ.items() if k != "BIND_ADDRESS"}
-    clis = _compose_clis()
-    if os.environ.get("CI") == "true":
-        assert clis, "CI must have a compose CLI: .ci/run installs docker-compose"
-    for argv in clis:
-        files = ["-f", str(COMPOSE_FILE), "-f", str(SECURE_FILE)]
-        quiet = subprocess.run(
-            [*argv, *files, "config", "-q"],
-            cwd=COMPOSE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
-        assert quiet.returncode == 0, f"{' '.join(argv)} config -q:\n{quiet.stderr}"
-        shown = subprocess.run(
-            [*argv, *files, "config"],
-            cwd=COMPOSE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=True,
-        )
-        theirs = yaml.safe_load(shown.stdout)
+    for _, theirs in compose_configs(COMPOSE_FILE, SECURE_FILE):
         for name in ("ccwatch", "prometheus"):
             assert _normal(theirs["services"][name]) == _normal(merged["services"][name]), name
         assert set(theirs["secrets"]) == set(merged["secrets"])
