@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/poll_throughput.py
 	$(BIN)/python bench/status_page.py
 	cd bench && ../$(BIN)/python bare_client.py
+	cd bench && ../$(BIN)/python perf.py
 
 # the README's picture of the status page (needs Chromium: apt-get install chromium)
 screenshot: $(STAMP)

@@ -4,10 +4,34 @@ ticker that measures the event loop's lateness."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import shutil
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "ece"
+#: the ECE endpoints nginx serves (chatAllowed answers the allowed="true" sample)
+ENDPOINTS = (
+    "agentAvailability",
+    "capacity",
+    "liveSessionStatus",
+    "checkEligibility",
+    "chatAllowed",
+)
+#: the first entry point id the benchmarks use
+FIRST = 1000
+#: the core the measured process is pinned to; nginx's worker runs on the other one
+CLIENT_CORE = 0
+SERVER_CORE = 1
 
 
 def free_port() -> int:
@@ -83,3 +107,90 @@ class Ticker:
     def __exit__(self, *_: object) -> None:
         assert self._task is not None
         self._task.cancel()
+
+
+NGINX_CONF = """\
+worker_processes 1;
+worker_cpu_affinity {affinity};
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 60s;
+    types {{ }}
+    default_type application/xml;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location ~ ^/system/egain/chat/entrypoint/chatAllowed/[0-9]+$ {{
+            alias {fixtures}/chatAllowed_true.xml;
+        }}
+        location ~ ^/system/egain/chat/entrypoint/([A-Za-z]+)/[0-9]+$ {{
+            alias {fixtures}/$1.xml;
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx() -> Iterator[int]:
+    """nginx on a free port, its one worker on :data:`SERVER_CORE`."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="ccwatch-bench-nginx-") as tmp:
+        affinity = "".join("1" if i == SERVER_CORE else "0" for i in reversed(range(2)))
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(affinity=affinity, dir=tmp, port=port, fixtures=FIXTURES))
+        proc = subprocess.Popen([binary, "-p", tmp, "-c", str(conf)])
+        try:
+            url = f"http://127.0.0.1:{port}/system/egain/chat/entrypoint/capacity/{FIRST}"
+            for _ in range(100):
+                try:
+                    with urllib.request.urlopen(url, timeout=1) as resp:
+                        assert resp.read().startswith(b"<?xml")
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            else:
+                raise RuntimeError((Path(tmp) / "error.log").read_text())
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop the ccwatch command runs on (plain asyncio before it chose one)."""
+    try:
+        from ccwatch.runtime import new_event_loop
+    except ImportError:
+        return asyncio.new_event_loop
+    return new_event_loop
+
+
+def run_async(coro: Any) -> Any:
+    """``coro`` on :func:`loop_factory`'s loop."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(coro)
+
+
+def loop_name() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+def scrape_seconds(url: str, gzip_ok: bool) -> float:
+    """Time one GET of ``url``, reading the whole body (run in another process)."""
+    headers = {"Accept-Encoding": "gzip"} if gzip_ok else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback
+        resp.read()
+    return time.perf_counter() - t0

@@ -29,24 +29,13 @@ import resource
 import statistics
 import sys
 import time
-import urllib.request
 from typing import Any
 
-from _common import free_port, rss_mb, simulator_process
+from _common import free_port, rss_mb, scrape_seconds, simulator_process
 
 from ccwatch import logs
 from ccwatch.daemon import Daemon, tune_gc
 from ccwatch.sources import parse_config
-
-
-def _scrape(url: str, gzip_ok: bool) -> float:
-    """Time one GET of /metrics, reading the whole body (runs in a child process)."""
-    headers = {"Accept-Encoding": "gzip"} if gzip_ok else {}
-    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback
-        resp.read()
-    return time.perf_counter() - t0
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,7 +107,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with multiprocessing.Pool(1) as pool:
             for gzip_ok in (True, False) * 3:
                 http_times.append(
-                    await asyncio.to_thread(pool.apply, _scrape, (daemon.metrics_url, gzip_ok))
+                    await asyncio.to_thread(
+                        pool.apply, scrape_seconds, (daemon.metrics_url, gzip_ok)
+                    )
                 )
         ok = sum(job.failures == 0 and job.attempted for job in scheduler.jobs)
         # The CPU one scrape costs this process, with polling stopped so that nothing else
@@ -129,7 +120,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with multiprocessing.Pool(1) as pool:
             for gzip_ok in (True, False) * 3:
                 cpu_before = time.process_time()
-                await asyncio.to_thread(pool.apply, _scrape, (daemon.metrics_url, gzip_ok))
+                await asyncio.to_thread(pool.apply, scrape_seconds, (daemon.metrics_url, gzip_ok))
                 scrape_cpu[gzip_ok].append(time.process_time() - cpu_before)
         result = {
             "entry_points": args.entry_points,

@@ -127,7 +127,7 @@ async def child(args: argparse.Namespace, out: IO[str]) -> None:
     failing = [job for job in jobs if job.failures]
     errors: dict[str, int] = {}
     for job in jobs:
-        for reason, count in job.errors.items():
+        for reason, count in (job.errors or {}).items():
             errors[reason] = errors.get(reason, 0) + count
     _say(
         out,

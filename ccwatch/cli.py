@@ -95,6 +95,14 @@ def _parser() -> argparse.ArgumentParser:
         help="web configuration file: TLS, basic auth, headers, in the Prometheus "
         "exporter-toolkit format (overrides web.config_file)",
     )
+    run.add_argument(
+        "--event-loop",
+        dest="event_loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the event loop: uvloop where it is installed (auto, the default), or "
+        "the standard asyncio loop",
+    )
     shard_flags(run)
     log_flags(run)
 
@@ -323,8 +331,13 @@ def _run(args: argparse.Namespace) -> int:
         web_config_flag=args.web_config_file,
         shard_flags=shard_flags,
     )
+    from ccwatch import runtime
+
     try:
-        asyncio.run(daemon.run())
+        runtime.run(daemon.run(), args.event_loop)
+    except ImportError:
+        log.error("flag_invalid", flag="--event-loop", error="uvloop is not installed")
+        return 1
     except OSError as exc:
         log.error("listen_failed", address=daemon.listen_address, error=str(exc))
         return 1
@@ -379,7 +392,9 @@ def _demo(args: argparse.Namespace) -> int:
     from ccwatch.demo import run_demo
 
     logs.configure(args.log_level or "info", args.log_format or "auto")
-    asyncio.run(run_demo(args.listen_address))
+    from ccwatch import runtime
+
+    runtime.run(run_demo(args.listen_address))
     return 0
 
 

@@ -317,7 +317,7 @@ class RenderedJob(Protocol):
     subject_labels: tuple[tuple[str, ...], tuple[str, ...]]
     interval: float
     families: tuple[str, ...]
-    errors: dict[str, int]
+    errors: dict[str, int] | None
     vendor_labels: str
     poll_labels: str
     filled: int
@@ -337,6 +337,8 @@ class JobRenderer:
     def __init__(self, store: MetricStore) -> None:
         self.store = store
         self.samples = SampleRenderer(store)
+        #: the tuples of family names jobs have, one object per distinct tuple
+        self._families: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def bind(self, job: RenderedJob, shared: dict[str, str] | None = None) -> None:
         """Make a job's label texts. Empty subject labels are left out of the poll-health
@@ -396,7 +398,7 @@ class JobRenderer:
             for family in job.families:
                 if family not in lines:
                     store.delete(family, key)
-            job.families = families
+            job.families = self._families.setdefault(families, families)
         for family, text in lines.items():
             store.set(family, key, text.encode())
         labels = job.poll_labels

@@ -42,6 +42,7 @@ from ccwatch.config import ConfigBase, TargetConfig, split_listen_address
 from ccwatch.errors import ConfigError
 from ccwatch.http import HttpClient
 from ccwatch.page import EVENTS
+from ccwatch.runtime import loop_name
 from ccwatch.scheduler import Job, Scheduler, TargetGroup
 from ccwatch.sharding import Sharding
 from ccwatch.sharding import resolve as sharding_resolve
@@ -144,8 +145,8 @@ def build_group(
     sharding: Sharding = UNSHARDED,
 ) -> TargetGroup:
     """One target's poll jobs that this shard owns (ids are given by the scheduler)."""
-    subject_labels = all_subject_labels()
     source = SOURCES[target.source]
+    subject_labels = (source.subject_labels, all_subject_labels())
     client = http.for_target(
         target,
         max_response_size=config.max_response_size_of(target),
@@ -163,8 +164,9 @@ def build_group(
             target=target.name,
             endpoint=spec.endpoint,
             subject=spec.subject,
-            source_subject_labels=source.subject_labels,
-            all_subject_labels=subject_labels,
+            source_subject_labels=subject_labels[0],
+            all_subject_labels=subject_labels[1],
+            subject_labels=subject_labels,
             interval=interval,
             timeout=timeout,
             poll=spec.poll,
@@ -499,7 +501,9 @@ class Daemon:
             return "no configuration file to reload (started without --config.file)"
         async with self._reload_lock:
             try:
-                config = load_config(self.config_path)
+                # reading and validating a big file takes a while: in a worker thread, so
+                # that the event loop goes on polling (it gets the GIL every few ms)
+                config = await asyncio.to_thread(load_config, self.config_path)
                 sharding = resolve_sharding(config, self.shard_flags)
                 if sharding.total != self.sharding.total:
                     raise ConfigError(
@@ -601,6 +605,7 @@ class Daemon:
             jobs=self.scheduler.job_count,
             shard=self.sharding.shard,
             total_shards=self.sharding.total,
+            event_loop=loop_name(),
         )
         for line in self.config.warnings():
             log.warning("config_warning", detail=line)

@@ -57,8 +57,15 @@ FRESH_INTERVALS = 2.0
 SWEEP_EVERY = 1.0
 #: Transition events kept for ``/logs``.
 HISTORY = 500
+#: Distinct watched states kept as shared dicts (see Scheduler._shared_watched).
+MAX_SHARED_STATES = 10_000
 #: Width of a timer-wheel slot in seconds.
 RESOLUTION = 0.02
+#: First polls of jobs sharing an interval start on a grid of phases with about this many
+#: jobs each, so a small installation wakes once for a handful of polls instead of once
+#: per poll (each wake-up of an idle process costs more than the poll's own work); a
+#: large one keeps a phase per timer slot.
+PHASE_BATCH = 16
 
 
 async def _removed() -> Reading:
@@ -123,6 +130,7 @@ class Job:
 
     __slots__ = (
         "attempted",
+        "deadline",
         "due",
         "endpoint",
         "errors",
@@ -175,6 +183,7 @@ class Job:
         timeout: float,
         poll: Callable[[], Awaitable[Reading]],
         max_retry_after: float = MAX_RETRY_AFTER,
+        subject_labels: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
     ) -> None:
         self.id = id
         self.source = source
@@ -188,7 +197,9 @@ class Job:
         self.group: TargetGroup | None = None
         # label texts are made by the renderer's bind(), only for jobs that are going to
         # run: a reload builds many jobs only to hand their definition to running ones
-        self.subject_labels = (source_subject_labels, all_subject_labels)
+        #: (the source's subject labels, every source's): ``subject_labels`` shares one
+        #: pair between the jobs of a target
+        self.subject_labels = subject_labels or (source_subject_labels, all_subject_labels)
         self.vendor_labels = ""
         self.poll_labels = ""
         self.static = ""
@@ -197,6 +208,8 @@ class Job:
         #: the timer-wheel slot the job is armed in (-1: none); entries of other slots
         #: that still name the job are stale and skipped
         self.slot = -1
+        #: the time-out wheel slot of the poll in flight (-1: none)
+        self.deadline = -1
         #: waiting in the FIFO for a free place under the concurrency cap
         self.queued = False
         self.task: asyncio.Task[None] | None = None
@@ -222,7 +235,8 @@ class Job:
         self.stale_since: float | None = None
         self.watched: dict[str, str] | None = None
         self.families: tuple[str, ...] = ()
-        self.errors: dict[str, int] = {}
+        #: failures by reason (None until the first)
+        self.errors: dict[str, int] | None = None
 
     @property
     def key(self) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
@@ -237,6 +251,36 @@ class Job:
         """A stable fraction of the interval, from a hash of the job's identity."""
         fraction = zlib.crc32(repr(self.key).encode()) / 2**32
         return fraction * min(self.interval, MAX_INITIAL_SPREAD)
+
+    def first_due(self, now: float, epoch: float, phases: int = 0) -> float:
+        """When the job first polls: ``now`` plus its :meth:`initial_offset`, or with
+        ``phases`` > 0 the point of a lattice of ``phases`` points per spread, starting at
+        ``epoch`` (the scheduler's start, so jobs added by a later reload join the same
+        points), that its hash picks, within one spread of ``now``."""
+        if phases <= 0:
+            return now + self.initial_offset()
+        spread = min(self.interval, MAX_INITIAL_SPREAD)
+        grid = spread / phases
+        first = epoch + math.ceil((now - epoch) / grid) * grid
+        return first + math.floor(self.initial_offset() / spread * phases) * grid
+
+
+def phase_counts(jobs: Iterable[Job]) -> dict[float, int]:
+    """How many first-poll phases the jobs of each interval share (see PHASE_BATCH): one
+    per PHASE_BATCH jobs, at most one per timer slot of the spread."""
+    counts: dict[float, int] = {}
+    for job in jobs:
+        counts[job.interval] = counts.get(job.interval, 0) + 1
+    return {
+        interval: max(
+            1,
+            min(
+                math.ceil(n / PHASE_BATCH),
+                math.ceil(min(interval, MAX_INITIAL_SPREAD) / RESOLUTION),
+            ),
+        )
+        for interval, n in counts.items()
+    }
 
 
 class Scheduler:
@@ -269,14 +313,19 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._epoch = 0.0  # loop time of start(): the origin of the first polls' phases
         # timer wheels: slot number -> jobs due in it, and the slot's loop handle
         self._slots: dict[int, list[Job]] = {}
         self._deadlines: dict[int, list[tuple[Job, asyncio.Task[None]]]] = {}
+        # time-out slot -> polls of it still in flight: a slot whose polls all ended is
+        # cancelled, so a poll that answers in time costs no wake-up at its deadline
+        self._deadline_live: dict[int, int] = {}
         self._handles: dict[tuple[bool, int], asyncio.TimerHandle] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         # (expiry, job id, job): at most one live entry per job, re-pushed lazily
         self._fresh: list[tuple[float, int, Job]] = []
         self._held: set[TargetGroup] = set()
+        self._watched: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         self.in_flight = 0
         self.delayed_total = 0
         self.unattempted = sum(not job.attempted for job in self.jobs)
@@ -333,10 +382,12 @@ class Scheduler:
 
     def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        now = loop.time()
-        for job in self.jobs:
+        now = self._epoch = loop.time()
+        jobs = self.jobs
+        phases = phase_counts(jobs)
+        for job in jobs:
             self._set_interval(job)
-            self._enqueue(job, now + job.initial_offset())
+            self._enqueue(job, job.first_due(now, now, phases[job.interval]))
         self._sweeper = loop.call_later(SWEEP_EVERY, self._sweep)
 
     async def stop(self, grace: float) -> None:
@@ -356,6 +407,7 @@ class Scheduler:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         self._deadlines.clear()
+        self._deadline_live.clear()
 
     # ----------------------------------------------------------------- reload
 
@@ -372,6 +424,8 @@ class Scheduler:
         Returns counts of ``unchanged``, ``changed``, ``added`` and ``removed`` jobs.
         """
         assert self._loop is not None, "update() needs a started scheduler"
+        groups = list(groups)
+        phases = phase_counts(job for group in groups for job in group.jobs)
         if self.unattempted == 0:
             self._was_ready = True  # before any new job counts
         now = self._loop.time()
@@ -400,7 +454,7 @@ class Scheduler:
                 # the same jobs with a new timing: nothing to build or to match
                 for same in group.jobs:
                     same.group = group
-                    self._redefine_job(same, same, now, keep_backoff=same_url)
+                    self._redefine_job(same, same, now, keep_backoff=same_url, phases=phases)
                 counts["changed"] += len(group.jobs)
                 continue
             running = {job.key: job for job in old.jobs} if old is not None else {}
@@ -410,12 +464,12 @@ class Scheduler:
                 job: Job | None = running.pop(fresh.key, None) if running else None
                 if job is None:
                     fresh.group = group
-                    self._add_job(fresh, now, shared)
+                    self._add_job(fresh, now, shared, phases)
                     merged.append(fresh)
                     counts["added"] += 1
                 else:
                     job.group = group
-                    self._redefine_job(job, fresh, now, keep_backoff=same_url)
+                    self._redefine_job(job, fresh, now, keep_backoff=same_url, phases=phases)
                     merged.append(job)
                     counts["changed"] += 1
             group.jobs = merged
@@ -434,15 +488,25 @@ class Scheduler:
         self._drain(now)
         return counts
 
-    def _add_job(self, job: Job, now: float, shared: dict[str, str]) -> None:
+    def _add_job(
+        self, job: Job, now: float, shared: dict[str, str], phases: Mapping[float, int]
+    ) -> None:
         job.id = next(self._ids)
         self.render.bind(job, shared)
         if not job.attempted:
             self.unattempted += 1
         self._set_interval(job)
-        self._enqueue(job, now + job.initial_offset())
+        self._enqueue(job, job.first_due(now, self._epoch, phases.get(job.interval, 0)))
 
-    def _redefine_job(self, job: Job, fresh: Job, now: float, *, keep_backoff: bool) -> None:
+    def _redefine_job(
+        self,
+        job: Job,
+        fresh: Job,
+        now: float,
+        *,
+        keep_backoff: bool,
+        phases: Mapping[float, int],
+    ) -> None:
         """Give ``job`` ``fresh``'s poll and the group's timing, keeping state and phase."""
         old_interval = job.interval
         job.poll = fresh.poll
@@ -462,7 +526,7 @@ class Scheduler:
             return  # in flight or queued: it polls, then goes on at the new interval
         due = job.due
         if not keep_backoff:  # a new URL: no reason to wait out the old one's backoff
-            due = min(due, now + job.initial_offset())
+            due = min(due, job.first_due(now, self._epoch, phases.get(job.interval, 0)))
         elif job.interval < old_interval:  # poll no later than the new interval (backed off)
             backoff = BACKOFF[min(job.failures, len(BACKOFF)) - 1] if job.failures else 1.0
             due = min(due, now + job.interval * backoff)
@@ -611,20 +675,40 @@ class Scheduler:
 
     def _watch_deadline(self, job: Job, task: asyncio.Task[None], deadline: float) -> None:
         assert self._loop is not None
-        slot = math.ceil(deadline / RESOLUTION)
+        job.deadline = slot = math.ceil(deadline / RESOLUTION)
         bucket = self._deadlines.get(slot)
         if bucket is None:
             self._deadlines[slot] = [(job, task)]
+            self._deadline_live[slot] = 1
             self._handles[True, slot] = self._loop.call_at(
                 slot * RESOLUTION, self._fire_deadlines, slot
             )
         else:
             bucket.append((job, task))
+            self._deadline_live[slot] += 1
+
+    def _unwatch_deadline(self, job: Job) -> None:
+        """``job``'s poll ended: the last poll of a time-out slot to end cancels it."""
+        slot = job.deadline
+        if slot < 0:
+            return
+        job.deadline = -1
+        live = self._deadline_live.get(slot, 0) - 1
+        if live > 0:
+            self._deadline_live[slot] = live
+            return
+        self._deadline_live.pop(slot, None)
+        self._deadlines.pop(slot, None)
+        handle = self._handles.pop((True, slot), None)
+        if handle is not None:
+            handle.cancel()
 
     def _fire_deadlines(self, slot: int) -> None:
         self._handles.pop((True, slot), None)
+        self._deadline_live.pop(slot, None)
         for job, task in self._deadlines.pop(slot, ()):
             if job.task is task and not task.done():
+                job.deadline = -1
                 job.timed_out = True
                 task.cancel()
 
@@ -669,6 +753,7 @@ class Scheduler:
         except asyncio.CancelledError:
             if not job.timed_out or self._stopping or job.removed:
                 job.task = None
+                self._unwatch_deadline(job)
                 raise
             current = asyncio.current_task()
             if current is not None:
@@ -679,6 +764,7 @@ class Scheduler:
         except Exception as exc:  # a ccwatch bug: record it, keep running
             error = self._internal(job, exc)
         job.task = None
+        self._unwatch_deadline(job)
         if job.removed:
             return  # removed by a reload while in flight: its series are gone
         now = loop.time()
@@ -772,11 +858,22 @@ class Scheduler:
         job.stale = False
         job.stale_since = None
         watched = reading.watched()
-        if watched:
-            if job.watched is not None and watched != job.watched:
+        if watched and watched != job.watched:
+            if job.watched is not None:
                 previous = {f"previous_{k}": v for k, v in job.watched.items()}
                 self._event("info", "state_changed", **job.log_fields, **watched, **previous)
-            job.watched = dict(watched)
+            job.watched = self._shared_watched(watched)
+
+    def _shared_watched(self, watched: Mapping[str, str]) -> dict[str, str]:
+        """One read-only dict per distinct watched state (states are few; the table is
+        emptied should a source ever watch values without bound)."""
+        key = tuple(watched.items())
+        shared = self._watched.get(key)
+        if shared is None:
+            if len(self._watched) >= MAX_SHARED_STATES:
+                self._watched.clear()
+            shared = self._watched[key] = dict(watched)
+        return shared
 
     def _record_failure(self, job: Job, error: PollError, duration: float) -> None:
         job.fresh_until = math.inf
@@ -785,7 +882,10 @@ class Scheduler:
         job.reading = None
         job.last_error = error.detail
         reason = error.reason
-        job.errors[reason] = job.errors.get(reason, 0) + 1
+        errors = job.errors
+        if errors is None:
+            errors = job.errors = {}
+        errors[reason] = errors.get(reason, 0) + 1
         self.render.failure(job, duration)
         job.failures += 1
         if job.failures == 1 or reason != job.last_reason:

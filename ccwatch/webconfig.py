@@ -496,7 +496,9 @@ class _AlertingSSLObject(ssl.SSLObject):
     of the reason (``protocol version``, ``certificate required``). This reports "want
     read" once instead, so that asyncio sends what OpenSSL wrote, and fails the next
     time, when the client hangs up or writes (asyncio's handshake timeout bounds a client
-    that does neither).
+    that does neither). uvloop's SSL protocol is a port of asyncio's and behaves the same
+    (it calls the context's ``wrap_bio`` and sends what is pending on "want read"); the
+    handshake tests run on both loops.
     """
 
     _outgoing: ssl.MemoryBIO | None = None

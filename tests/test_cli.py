@@ -138,8 +138,11 @@ def simulator_process() -> Iterator[str]:
         proc.stderr.close()
 
 
+@pytest.mark.parametrize(
+    ("flags", "event_loop"), [((), "uvloop"), (("--event-loop", "asyncio"), "asyncio")]
+)
 def test_run_serves_logs_json_reloads_and_stops_gracefully(
-    simulator_process: str, tmp_path: Path
+    simulator_process: str, tmp_path: Path, flags: tuple[str, ...], event_loop: str
 ) -> None:
     port = free_port()
     config = tmp_path / "ccwatch.yml"
@@ -156,6 +159,7 @@ def test_run_serves_logs_json_reloads_and_stops_gracefully(
             str(config),
             "--web.listen-address",
             f"127.0.0.1:{port}",
+            *flags,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -190,6 +194,7 @@ def test_run_serves_logs_json_reloads_and_stops_gracefully(
     events = json_lines(stderr)
     names = [e["event"] for e in events]
     assert names[0] == "starting"
+    assert events[0]["event_loop"] == event_loop  # uvloop unless asked otherwise
     assert "listening" in names
     assert "config_reloaded" in names
     assert names[-1] == "stopped"

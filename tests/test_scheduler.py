@@ -14,7 +14,15 @@ import pytest
 
 from ccwatch.collector import MetricStore, core_families
 from ccwatch.errors import ParseFailure, PollError, StatusFailure
-from ccwatch.scheduler import BACKOFF, Job, Scheduler, TargetGroup
+from ccwatch.scheduler import (
+    BACKOFF,
+    PHASE_BATCH,
+    RESOLUTION,
+    Job,
+    Scheduler,
+    TargetGroup,
+    phase_counts,
+)
 from ccwatch.sources.base import Family, Reading, Sample
 
 
@@ -134,7 +142,7 @@ async def test_timeout_is_a_failure_and_the_series_disappear() -> None:
     scheduler.start()
     await run_until(lambda: b"test_value" in store.render())
     slow = True
-    await run_until(lambda: job.errors.get("timeout", 0) >= 1)
+    await run_until(lambda: (job.errors or {}).get("timeout", 0) >= 1)
     text = store.render().decode()
     await scheduler.stop(grace=0.1)
     assert "test_value{" not in text
@@ -148,7 +156,7 @@ async def test_unexpected_exception_is_an_internal_failure_not_a_crash() -> None
     job = make_job(poll)
     scheduler = Scheduler([job], make_store(), max_concurrency=10)
     scheduler.start()
-    await run_until(lambda: job.errors.get("internal", 0) >= 2)
+    await run_until(lambda: (job.errors or {}).get("internal", 0) >= 2)
     await scheduler.stop(grace=0.1)
 
 
@@ -193,12 +201,12 @@ async def test_retry_after_holds_back_the_whole_target() -> None:
     jobs = [make_job(poll_for("a"), id=1, subject="a"), make_job(poll_for("b"), id=2, subject="b")]
     scheduler = Scheduler(jobs, make_store(), max_concurrency=10)
     scheduler.start()
-    await run_until(lambda: "a" in polls)
+    await run_until(lambda: "t" in scheduler.holds)
+    held = len(polls)  # b may have polled with a (or before it), but not after the 429
     await asyncio.sleep(0.5)  # five intervals
     await scheduler.stop(grace=0.1)
     assert polls.count("a") == 1
-    # b may have polled before a's 429, but nothing polled after it
-    assert polls[polls.index("a") + 1 :] == []
+    assert polls[held:] == []
     assert "t" in scheduler.holds
 
 
@@ -247,6 +255,53 @@ def test_first_polls_are_spread_and_stable() -> None:
     assert offsets == [
         make_job(poll, id=i, subject=str(i), interval=10.0).initial_offset() for i in range(1000)
     ]
+
+
+def test_jobs_share_first_poll_phases_in_batches() -> None:
+    async def poll() -> Reading:
+        return Value(1)
+
+    def jobs(n: int, interval: float) -> list[Job]:
+        return [make_job(poll, id=i, subject=str(i), interval=interval) for i in range(n)]
+
+    # a phase per PHASE_BATCH jobs of an interval, at most one per timer slot of the spread
+    small, other = jobs(40, 15.0), jobs(3, 60.0)
+    assert phase_counts([*small, *other]) == {15.0: 3, 60.0: 1}
+    assert phase_counts(jobs(PHASE_BATCH * 100, 1.0)) == {1.0: round(1.0 / RESOLUTION)}
+    # the first polls of 40 jobs land on 3 points within one interval of now
+    now = 1234.5
+    dues = {job.first_due(now, now, 3) for job in small}
+    assert len(dues) == 3
+    assert all(now <= due < now + 15.0 for due in dues)
+    # later (a reload): the same lattice, anchored at the start
+    later = now + 100.2
+    for job in small:
+        due = job.first_due(later, now, 3)
+        assert later <= due < later + 15.0
+        steps = (due - now) / 5.0
+        assert abs(steps - round(steps)) < 1e-9
+    # no phases: the hash's own offset, as before
+    assert small[0].first_due(now, now) == now + small[0].initial_offset()
+
+
+async def test_few_jobs_poll_together_and_a_timely_answer_leaves_no_deadline_timer() -> None:
+    started: list[float] = []
+
+    async def poll() -> Reading:
+        started.append(asyncio.get_running_loop().time())
+        return Value(1)
+
+    jobs = [make_job(poll, id=i, subject=str(i), interval=5.0, timeout=2.0) for i in range(10)]
+    scheduler = Scheduler(jobs, make_store(), max_concurrency=10)
+    scheduler.start()
+    await run_until(lambda: all(job.attempted for job in jobs))
+    await asyncio.sleep(0)
+    # ten jobs are one batch: one wake-up polls them all
+    assert max(started) - min(started) < RESOLUTION
+    # every poll answered long before its time-out: no time-out slot is armed
+    assert not [key for key in scheduler._handles if key[0]]
+    assert all(job.deadline == -1 for job in jobs)
+    await scheduler.stop(grace=0.1)
 
 
 @pytest.mark.parametrize("reason", ["auth", "rate_limited", "http_status"])

@@ -138,7 +138,9 @@ async def test_a_target_page_shows_every_job_with_its_reading_in_words(sim: Sim)
 
 async def test_the_page_escapes_a_target_name(sim: Sim) -> None:
     async with daemon(ece_config(sim, name=EVIL_TARGET, endpoints=["capacity"])) as d:
-        await d.wait_for(lambda s: s.value("ccwatch_poll_success", endpoint="capacity") == 1)
+        await d.wait_for(
+            lambda s: s.value("ccwatch_poll_success", endpoint="capacity", entry_point="1000") == 1
+        )
         _, _, overview = await get(d, "/")
         link = tree(overview).xpath('//table[@id="targets"]//a/@href')[0]
         status, _, target_page = await get(d, "/" + link.removeprefix("./"))

@@ -50,6 +50,9 @@ SAMPLE = TESTDATA / "valid" / "exporter_toolkit_sample.yml"
 #: exporter-toolkit's sample hash (cost 10)
 SAMPLE_HASH = "$2y$10$mDwo.lAisC94iLAyP81MCesa29IzH37oigHC/42V2pdJlUprsJPze"
 CLIENT_NAME = "prometheus.monitoring.svc"
+#: the handshake tests run on both event loops: the alerts rely on how each loop drives
+#: the server's SSLObject (see webconfig._AlertingSSLObject)
+pytestmark = pytest.mark.both_loops
 
 
 # --------------------------------------------------------------------------- certificates
