@@ -3,7 +3,7 @@
 The loop ccwatch's polling cost is measured against: ``--workers`` tasks sharing one
 ``ClientSession``, each doing GET, ``await resp.read()`` and an lxml parse of the answer,
 round the five ECE endpoints of its entry point, on the event loop the ccwatch command
-uses (uvloop where installed). The server is nginx serving the spec's samples, on the
+uses (uvloop). The server is nginx serving the spec's samples, on the
 other core; this process is pinned to one core and counts only its own CPU.
 
 Usage: python bench/bare_client.py [--workers 64] [--seconds 10]
@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from _common import CLIENT_CORE, ENDPOINTS, FIRST, loop_name, nginx, run_async
+from _common import CLIENT_CORE, ENDPOINTS, FIRST, loop_name, nginx
 
 
 def bare_loop(port: int, workers: int, seconds: float) -> dict[str, Any]:
@@ -55,7 +55,11 @@ def bare_loop(port: int, workers: int, seconds: float) -> dict[str, Any]:
             await asyncio.gather(*tasks, return_exceptions=True)
         return {"per_cpu_second": n / c, "per_second": n / t, "loop": loop_name()}
 
-    result: dict[str, Any] = run_async(run())
+    # uvloop, as the ccwatch command uses, also when measuring an older ccwatch
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        result: dict[str, Any] = runner.run(run())
     return result
 
 

@@ -20,7 +20,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 
-from ccwatch import __version__
+from ccwatch import __version__, web
 from tests.harness import (
     Running,
     Scrape,
@@ -122,9 +122,14 @@ async def test_openmetrics_ends_with_eof_and_names_counters_without_total(sim: S
         assert "# EOF" not in text
 
 
+@pytest.mark.parametrize("step", [None, 0.0], ids=["steps", "a-step-per-chunk"])
 @pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
-async def test_gzip_answer_decompresses_to_the_plain_families(sim: Sim, openmetrics: bool) -> None:
+async def test_gzip_answer_decompresses_to_the_plain_families(
+    sim: Sim, openmetrics: bool, step: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     accept = OPENMETRICS if openmetrics else {}
+    if step is not None:  # every chunk compressed, written and followed by a pause
+        monkeypatch.setattr(web, "SCRAPE_STEP_SECONDS", step)
     async with daemon(ece_config(sim)) as d:
         await d.wait_for(all_succeeded)
         status, headers, body = await request(d, "GET", "/metrics", headers={**accept, **IDENTITY})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import os
 import shutil
 import signal
@@ -377,19 +378,26 @@ async def polls_settle_with_errors_recorded(sim: Sim, ccwatch: Running) -> None:
 
 
 async def promtool_check_metrics(ccwatch: Running) -> None:
-    """ccwatch's exposition passes promtool's lint (no output, exit 0)."""
-    status, text = await ccwatch.get("/metrics")
-    assert status == 200
-    check = await asyncio.create_subprocess_exec(
-        tool("promtool"),
-        "check",
-        "metrics",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await check.communicate(text.encode())
-    assert (check.returncode, out.decode()) == (0, ""), "promtool check metrics complained"
+    """ccwatch's exposition passes promtool's lint (no output, exit 0), plain and gzip."""
+    for encoding in ("identity", "gzip"):
+        async with ccwatch.session.get(
+            f"{ccwatch.url}/metrics", headers={"Accept-Encoding": encoding}, auto_decompress=False
+        ) as resp:
+            assert resp.status == 200
+            body = await resp.read()
+            if encoding == "gzip":
+                assert resp.headers["Content-Encoding"] == "gzip"
+                body = gzip.decompress(body)
+        check = await asyncio.create_subprocess_exec(
+            tool("promtool"),
+            "check",
+            "metrics",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await check.communicate(body)
+        assert (check.returncode, out.decode()) == (0, ""), f"promtool check metrics ({encoding})"
 
 
 async def rules_load_and_evaluate(prom: Prometheus) -> None:
