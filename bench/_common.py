@@ -169,10 +169,17 @@ def nginx() -> Iterator[int]:
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     """The event loop the ccwatch command runs on (plain asyncio before it chose one)."""
-    try:
-        from ccwatch.runtime import new_event_loop
-    except ImportError:
+    import importlib.util
+
+    import ccwatch
+
+    # an older checkout on PYTHONPATH has no ccwatch.runtime: an editable install of this
+    # one would supply it, so look for it in the ccwatch that is imported
+    spec = importlib.util.find_spec("ccwatch.runtime")
+    if spec is None or not str(spec.origin).startswith(ccwatch.__path__[0]):
         return asyncio.new_event_loop
+    from ccwatch.runtime import new_event_loop
+
     return new_event_loop
 
 

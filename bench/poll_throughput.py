@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from _common import free_port, rss_mb, scrape_seconds, simulator_process
+from _common import free_port, rss_mb, run_async, scrape_seconds, simulator_process
 
 from ccwatch import logs
 from ccwatch.daemon import Daemon, tune_gc
@@ -165,7 +165,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logs.configure("warning", "json")
-    result = asyncio.run(run(args))
+    result = run_async(run(args))  # on the loop the ccwatch command uses
     json.dump(result, sys.stdout, indent=2)
     print()
 

@@ -68,9 +68,10 @@ T = TypeVar("T")
 
 #: The longest a page or an API answer holds the event loop before letting polls run.
 STEP_SECONDS: Final = 0.005
-#: The same for /metrics: longer, since each pause lets a batch of polls run, and the
-#: scrape's latency grows with the number of pauses (a few per scrape at 300,000 series).
-SCRAPE_STEP_SECONDS: Final = 0.02
+#: The same for /metrics: longer, since each pause lets a batch of polls run and the
+#: scrape's latency grows with the number of pauses (one or two at 300,000 series gzipped);
+#: a poll waits at most this long for a scrape.
+SCRAPE_STEP_SECONDS: Final = 0.05
 
 
 async def stepped(steps: Generator[None, None, T], budget: float = STEP_SECONDS) -> T:
