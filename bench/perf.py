@@ -9,7 +9,7 @@ Figures:
 
 - **polls per CPU-second**: the bare loop (``bare_client.py``'s loop: 64 tasks sharing one
   ``ClientSession``, GET, ``await resp.read()``, an lxml parse; on uvloop) and the ccwatch
-  daemon saturated (8,000 entry points at a 5 s interval: more than one core can poll, at
+  daemon saturated (6,000 entry points at a 5 s interval: more than one core can poll, at
   the same concurrency of 64), alternated ``--rounds`` times, and the ratio of the medians;
 - **10,000 entry points** (50,000 jobs at 15 s, the target scale): polls per CPU-second,
   HTTP scrape time with gzip and plain while polling goes on, the CPU of one scrape with
@@ -246,10 +246,10 @@ def main() -> None:
     parser.add_argument(
         "--saturated-entry-points",
         type=int,
-        default=8_000,
-        help="entry points at 5 s for the saturated run: 8,000 asks for 8,000 polls/s, "
+        default=6_000,
+        help="entry points at 5 s for the saturated run: 6,000 asks for 6,000 polls/s, "
         "more than one core does, yet every job polls within two intervals (no stale "
-        "churn) as long as the daemon does over 4,000",
+        "churn) as long as the daemon does over 3,000",
     )
     parser.add_argument("--idle-entry-points", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
