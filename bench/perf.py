@@ -116,13 +116,18 @@ async def _started(data: dict[str, Any], path: Path | None = None) -> Any:
     return daemon
 
 
+async def polling(scheduler: Any, seconds: float) -> tuple[int, float, float]:
+    """Polls completed, CPU seconds and wall seconds over the next ``seconds``."""
+    p0, c0, t0 = scheduler.polls_total, time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return scheduler.polls_total - p0, time.process_time() - c0, time.monotonic() - t0
+
+
 def saturated(port: int, entry_points: int, seconds: float, concurrency: int) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         daemon = await _started(_config(port, 1, entry_points, "5s", concurrency, free_port()))
         scheduler = daemon.scheduler
-        p0, c0, t0 = scheduler.polls_total, time.process_time(), time.monotonic()
-        await asyncio.sleep(seconds)
-        p, c, t = scheduler.polls_total - p0, time.process_time() - c0, time.monotonic() - t0
+        p, c, t = await polling(scheduler, seconds)
         failing = sum(job.failures > 0 for job in scheduler.jobs)
         await daemon.stop()
         return {
@@ -144,9 +149,7 @@ def at_scale(port: int, entry_points: int, seconds: float) -> dict[str, Any]:
 
         daemon = await _started(_config(port, 1, entry_points, "15s", 256, free_port()))
         scheduler = daemon.scheduler
-        p0, c0, t0 = scheduler.polls_total, time.process_time(), time.monotonic()
-        await asyncio.sleep(seconds)
-        p, c, t = scheduler.polls_total - p0, time.process_time() - c0, time.monotonic() - t0
+        p, c, t = await polling(scheduler, seconds)
         rss = rss_mb()
         times: dict[bool, list[float]] = {True: [], False: []}
         with multiprocessing.get_context("fork").Pool(1) as pool:
@@ -185,9 +188,7 @@ def idle(port: int, entry_points: int, seconds: float) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         daemon = await _started(_config(port, 1, entry_points, "15s", 256, free_port()))
         scheduler = daemon.scheduler
-        p0, c0, t0 = scheduler.polls_total, time.process_time(), time.monotonic()
-        await asyncio.sleep(seconds)
-        p, c, t = scheduler.polls_total - p0, time.process_time() - c0, time.monotonic() - t0
+        p, c, t = await polling(scheduler, seconds)
         await daemon.stop()
         return {
             "core_percent": 100 * c / t,
