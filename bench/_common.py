@@ -178,9 +178,9 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     spec = importlib.util.find_spec("ccwatch.runtime")
     if spec is None or not str(spec.origin).startswith(ccwatch.__path__[0]):
         return asyncio.new_event_loop
-    from ccwatch.runtime import new_event_loop
+    from ccwatch.runtime import loop_factory as ccwatch_loop_factory
 
-    return new_event_loop
+    return ccwatch_loop_factory()
 
 
 def run_async(coro: Any) -> Any:

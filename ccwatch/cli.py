@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ccwatch import __version__
+from ccwatch import __version__, runtime
 from ccwatch.errors import ConfigError
 
 # Everything heavier (pydantic, aiohttp, the sources) is imported by the command that
@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--event-loop",
         dest="event_loop",
-        choices=("auto", "uvloop", "asyncio"),
+        choices=runtime.CHOICES,
         default="auto",
         help="the event loop: uvloop where it is installed (auto, the default), or "
         "the standard asyncio loop",
@@ -331,8 +331,6 @@ def _run(args: argparse.Namespace) -> int:
         web_config_flag=args.web_config_file,
         shard_flags=shard_flags,
     )
-    from ccwatch import runtime
-
     try:
         runtime.run(daemon.run(), args.event_loop)
     except ImportError:
@@ -392,8 +390,6 @@ def _demo(args: argparse.Namespace) -> int:
     from ccwatch.demo import run_demo
 
     logs.configure(args.log_level or "info", args.log_format or "auto")
-    from ccwatch import runtime
-
     runtime.run(run_demo(args.listen_address))
     return 0
 

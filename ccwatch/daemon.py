@@ -164,8 +164,6 @@ def build_group(
             target=target.name,
             endpoint=spec.endpoint,
             subject=spec.subject,
-            source_subject_labels=subject_labels[0],
-            all_subject_labels=subject_labels[1],
             subject_labels=subject_labels,
             interval=interval,
             timeout=timeout,

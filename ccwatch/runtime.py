@@ -30,11 +30,6 @@ def loop_factory(choice: Choice = "auto") -> Callable[[], asyncio.AbstractEventL
     return uvloop.new_event_loop
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A new loop of the ``auto`` choice."""
-    return loop_factory()()
-
-
 def run(main: Coroutine[Any, Any, T], choice: Choice = "auto") -> T:
     """``asyncio.run`` on the chosen loop."""
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:

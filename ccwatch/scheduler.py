@@ -177,13 +177,11 @@ class Job:
         target: str,
         endpoint: str,
         subject: Mapping[str, str],
-        source_subject_labels: tuple[str, ...],
-        all_subject_labels: tuple[str, ...],
+        subject_labels: tuple[tuple[str, ...], tuple[str, ...]],
         interval: float,
         timeout: float,
         poll: Callable[[], Awaitable[Reading]],
         max_retry_after: float = MAX_RETRY_AFTER,
-        subject_labels: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
     ) -> None:
         self.id = id
         self.source = source
@@ -197,9 +195,9 @@ class Job:
         self.group: TargetGroup | None = None
         # label texts are made by the renderer's bind(), only for jobs that are going to
         # run: a reload builds many jobs only to hand their definition to running ones
-        #: (the source's subject labels, every source's): ``subject_labels`` shares one
-        #: pair between the jobs of a target
-        self.subject_labels = subject_labels or (source_subject_labels, all_subject_labels)
+        #: (the source's subject labels, every source's): one pair shared by the jobs of
+        #: a target
+        self.subject_labels = subject_labels
         self.vendor_labels = ""
         self.poll_labels = ""
         self.static = ""
@@ -387,7 +385,7 @@ class Scheduler:
         phases = phase_counts(jobs)
         for job in jobs:
             self._set_interval(job)
-            self._enqueue(job, job.first_due(now, now, phases[job.interval]))
+            self._enqueue(job, job.first_due(now, self._epoch, phases[job.interval]))
         self._sweeper = loop.call_later(SWEEP_EVERY, self._sweep)
 
     async def stop(self, grace: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from typing import Any, Final, Protocol, TypeVar, cast
 
 import orjson
@@ -88,6 +88,32 @@ async def stepped(steps: Generator[None, None, T], budget: float = STEP_SECONDS)
             started = time.perf_counter()
 
 
+async def write_stepped(
+    response: web.StreamResponse, chunks: Iterable[bytes], budget: float = STEP_SECONDS
+) -> None:
+    """Write ``chunks`` and end the answer: what was made while the loop was held for
+    ``budget`` seconds goes out in one write, then polls run."""
+    pending: list[bytes] = []
+    started = time.perf_counter()
+    for chunk in chunks:
+        pending.append(chunk)
+        if time.perf_counter() - started >= budget:
+            await response.write(b"".join(pending))
+            pending = []
+            await asyncio.sleep(0)
+            started = time.perf_counter()
+    await response.write(b"".join(pending))
+    await response.write_eof()
+
+
+def gzipped(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``chunks`` as one gzip stream, a piece per chunk (see :func:`gzip_compressor`)."""
+    compressor = gzip_compressor()
+    for chunk in chunks:
+        yield compressor.compress(chunk)
+    yield compressor.flush()
+
+
 def parse_page(value: str | None) -> int:
     """``page``: a whole number from 1; ValueError otherwise."""
     if value is None or value == "":
@@ -144,30 +170,20 @@ def build_app(exporter: Exporter, security: WebSecurity | None = None) -> web.Ap
         response.headers["Content-Type"] = (
             OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         )
-        compressor = None
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            compressor = gzip_compressor()
+        gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+        if gzip:
             response.headers["Content-Encoding"] = "gzip"
         await response.prepare(request)
         # A chunk of a family at a time: memory stays bounded by a chunk (plain) or by
         # what one step compresses to (gzip). Plain chunks are written as they come, and
         # polls run while the client reads them; gzip output is written, and polls run,
         # every SCRAPE_STEP_SECONDS.
-        pending: list[bytes] = []
-        started = time.perf_counter()
-        for chunk in exporter.metric_chunks(openmetrics=openmetrics):
-            if compressor is None:
-                await response.write(chunk)
-                continue
-            pending.append(compressor.compress(chunk))
-            if time.perf_counter() - started >= SCRAPE_STEP_SECONDS:
-                await response.write(b"".join(pending))
-                pending = []
-                await asyncio.sleep(0)
-                started = time.perf_counter()
-        if compressor is not None:
-            pending.append(compressor.flush())
-        await response.write(b"".join(pending))
+        chunks = exporter.metric_chunks(openmetrics=openmetrics)
+        if gzip:
+            await write_stepped(response, gzipped(chunks), SCRAPE_STEP_SECONDS)
+            return response
+        for chunk in chunks:
+            await response.write(chunk)
         await response.write_eof()
         return response
 
@@ -233,18 +249,9 @@ def build_app(exporter: Exporter, security: WebSecurity | None = None) -> web.Ap
         response = web.StreamResponse(headers=API_HEADERS)
         response.content_type = "application/json"
         await response.prepare(request)
-        # chunks are written (and polls run) whenever the loop has been held STEP_SECONDS
-        pending: list[bytes] = []
-        started = time.perf_counter()
-        for chunk in api_chunks(status, target=query.get("target"), health_filter=health):
-            pending.append(chunk)
-            if time.perf_counter() - started >= STEP_SECONDS:
-                await response.write(b"".join(pending))
-                pending = []
-                await asyncio.sleep(0)
-                started = time.perf_counter()
-        await response.write(b"".join(pending))
-        await response.write_eof()
+        await write_stepped(
+            response, api_chunks(status, target=query.get("target"), health_filter=health)
+        )
         return response
 
     async def no_icon(_: web.Request) -> web.Response:
