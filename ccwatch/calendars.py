@@ -14,11 +14,13 @@ closed dates. The rules:
   day and either a range of ``D``'s weekday covers ``M`` (``start <= M < end``, or
   ``M >= start`` for an overnight range), or an overnight range of the previous weekday
   covers it (``M < end``).
-- A public holiday (``holidays.country_holidays(country, subdiv=...)``, default
-  categories) or a ``closed`` date is closed all day, 00:00 to 24:00 local, whatever the
-  ranges say. So an overnight range starting the evening before such a day is cut at
-  midnight; an overnight range starting *on* such a day does not open that evening, but
-  its part after midnight is open when the next day is an ordinary day.
+- A public holiday (``holidays.country_holidays(country, subdiv=..., categories=...)``;
+  the package's default categories, usually ``public``, unless the calendar names others)
+  or a ``closed`` date is closed all day, 00:00 to 24:00 local, whatever the ranges say.
+  So an overnight range starting the evening before such a day is cut at midnight; an
+  overnight range starting *on* such a day does not open that evening, but its part after
+  midnight is open when the next day is an ordinary day. :meth:`Calendar.closed_days`
+  lists these days.
 - DST follows the wall clock: on a spring-forward day the skipped local times never
   occur (``02:00-03:00`` is never open in Europe/Berlin on 2026-03-29, ``08:00-18:00`` is
   open 10 real hours); on a fall-back day repeated local times occur twice
@@ -51,6 +53,7 @@ __all__ = [
     "OpeningHours",
     "TimeRange",
     "Week",
+    "check_holiday_categories",
     "check_holidays",
     "check_timezone",
     "parse_days",
@@ -243,6 +246,21 @@ def check_holidays(country: str, subdivision: str | None) -> None:
     )
 
 
+def check_holiday_categories(country: str, categories: Sequence[str]) -> None:
+    """Raise ValueError unless the holidays package has every one of ``categories`` for
+    ``country`` (a country :func:`check_holidays` accepts)."""
+    import holidays  # slow (~50 ms): imported only when needed
+
+    entity = holidays.country_holidays(country)
+    supported = entity.supported_categories
+    known = f"{country} supports {', '.join(sorted(supported))} (default {entity.default_category})"
+    if not categories:
+        raise ValueError(f"no categories: name at least one or leave categories out; {known}")
+    for category in categories:
+        if category not in supported:
+            raise ValueError(f"unknown holiday category {category!r} of {country}: {known}")
+
+
 class Calendar:
     """One opening-hours calendar; see the module docstring for the rules."""
 
@@ -253,10 +271,15 @@ class Calendar:
         week: Week,
         timezone: str = "UTC",
         holidays: tuple[str, str | None] | None = None,
+        holiday_categories: Sequence[str] | None = None,
         closed: Iterable[datetime.date] = (),
         opening_grace: float = 300.0,
     ) -> None:
-        """Validate and build; raises ValueError for a bad week, zone, holidays or grace."""
+        """Validate and build; raises ValueError for a bad week, zone, holidays or grace.
+
+        ``holidays`` is ``(country, subdivision)``; ``holiday_categories`` the holidays
+        package's categories of that country (``("public", "catholic")``), or None for the
+        package's default."""
         if len(week) != 7:
             raise ValueError(f"calendar {name}: week must have 7 days, got {len(week)}")
         if not (
@@ -272,16 +295,25 @@ class Calendar:
         self.week = week
         self.timezone = timezone
         self.holidays = holidays
+        self.holiday_categories = None if holiday_categories is None else tuple(holiday_categories)
         self.closed = frozenset(closed)
         self.opening_grace = float(opening_grace)
         self._tz = check_timezone(timezone)
         self._grace_minutes = int(opening_grace) // 60
         self._holiday_set: HolidayBase | None = None
+        if holidays is None and holiday_categories is not None:
+            raise ValueError(f"calendar {name}: holiday categories without a country")
         if holidays is not None:
             import holidays as holidays_pkg  # slow: imported only when needed
 
             check_holidays(*holidays)
-            self._holiday_set = holidays_pkg.country_holidays(holidays[0], subdiv=holidays[1])
+            if self.holiday_categories is None:
+                self._holiday_set = holidays_pkg.country_holidays(holidays[0], subdiv=holidays[1])
+            else:
+                check_holiday_categories(holidays[0], self.holiday_categories)
+                self._holiday_set = holidays_pkg.country_holidays(
+                    holidays[0], subdiv=holidays[1], categories=self.holiday_categories
+                )
         # open minutes of each weekday, ignoring closed days: own ranges up to midnight plus
         # the previous weekday's overnight tails
         masks = [bytearray(MINUTES_PER_DAY) for _ in range(7)]
@@ -308,6 +340,23 @@ class Calendar:
         )
         self._last_date = (date, closed)
         return closed
+
+    def closed_days(self, years: Iterable[int]) -> dict[datetime.date, str]:
+        """The days of ``years`` that are closed all day, in date order: each public holiday
+        (its name, from the holidays package) and each ``closed`` date (``closed``)."""
+        days: dict[datetime.date, str] = {}
+        for year in sorted(set(years)):
+            day = datetime.date(year, 1, 1)
+            while day.year == year:
+                names = []
+                if self._holiday_set is not None and day in self._holiday_set:
+                    names.append(str(self._holiday_set.get(day)))
+                if day in self.closed:
+                    names.append("closed")
+                if names:
+                    days[day] = "; ".join(names)
+                day += datetime.timedelta(days=1)
+        return days
 
     def is_open(self, t: float) -> bool:
         """Whether the calendar is open at Unix time ``t``."""

@@ -35,6 +35,21 @@ def _bcrypt_cost(value: str) -> int:
     return int(value)
 
 
+def _years(value: str) -> tuple[int, ...]:
+    from ccwatch.timeintervals import parse_years
+
+    try:
+        return parse_years(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _interval_name(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("expected a time interval name, such as holidays")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     from ccwatch.config import DEFAULT_CONFIG_PATH
     from ccwatch.probe import DEFAULT_BODY_LIMIT
@@ -215,6 +230,49 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_BODY_LIMIT,
         metavar="BYTES",
         help="show at most this many bytes of each body (default %(default)s)",
+    )
+
+    intervals = sub.add_parser(
+        "time-intervals",
+        help="print a calendar's holidays and closed dates as an Alertmanager time interval",
+        description=(
+            "Print an Alertmanager time_intervals: section (YAML) with one time interval: "
+            "the days on which the calendar is closed all day in the given years (its "
+            "public holidays, with their categories, and its closed: dates), each a "
+            "years/months/days_of_month range in the calendar's time zone (location). Use "
+            "it as mute_time_intervals on the route of the people who work to that "
+            "calendar, so that Alertmanager mutes their notifications on the days ccwatch's "
+            "calendar is closed."
+        ),
+        epilog=(
+            "Exit status: 0 printed, 1 an invalid configuration or no closed day in those "
+            "years, 2 a usage error (such as an unknown --calendar)."
+        ),
+    )
+    intervals.add_argument(
+        "--config.file",
+        dest="config_file",
+        default=DEFAULT_CONFIG_PATH,
+        metavar="FILE",
+        help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+    )
+    intervals.add_argument(
+        "--calendar",
+        required=True,
+        metavar="NAME",
+        help="the calendar of the configuration's calendars: section",
+    )
+    intervals.add_argument(
+        "--years",
+        type=_years,
+        metavar="YEARS",
+        help="years and ranges, such as 2027,2028 or 2027-2029 (default: this year and next)",
+    )
+    intervals.add_argument(
+        "--name",
+        type=_interval_name,
+        metavar="NAME",
+        help="the time interval's name (default: <calendar>-holidays)",
     )
 
     demo = sub.add_parser("demo", help="run the simulator and the exporter together")
@@ -413,6 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _simulate(args)
     if args.command == "probe":
         return _probe(args)
+    if args.command == "time-intervals":
+        from ccwatch.timeintervals import run_time_intervals
+
+        return run_time_intervals(
+            args.config_file, args.calendar, args.years, args.name, out=sys.stdout, err=sys.stderr
+        )
     return _demo(args)
 
 

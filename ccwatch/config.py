@@ -28,6 +28,7 @@ from pydantic import (
     PlainSerializer,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -302,6 +303,7 @@ THRESHOLD_NAMES: Mapping[str, str] = {
     "ece_queue_depth": "ece_queue_depth",
     "ece_wait_time": "ece_wait_time_seconds",
     "ece_availability_objective": "ece_availability_objective",
+    "ece_staffed_availability_objective": "ece_staffed_availability_objective",
     "genesys_oldest_active_service_age": "genesys_oldest_active_service_age_seconds",
     "poll_failing_ratio": "poll_failing_ratio",
     "stale_intervals": "stale_intervals",
@@ -324,8 +326,12 @@ class Thresholds(StrictModel):
     ece_queue_depth: float | None = Field(default=None, ge=0)
     #: CcwatchEceWaitTimeHigh: an entry point's estimated wait, above this
     ece_wait_time: Duration | None = None
-    #: the chat availability SLO during opening hours (burn-rate alerts)
+    #: the SRE's chat availability SLO during opening hours: technical availability,
+    #: staffing closures not counted (the SRE's burn-rate alerts)
     ece_availability_objective: Annotated[Ratio | None, AfterValidator(_objective)] = None
+    #: the supervisors' staffed availability SLO during opening hours: staffing closures
+    #: (no agent, queue full) counted too (the supervisors' burn-rate alerts)
+    ece_staffed_availability_objective: Annotated[Ratio | None, AfterValidator(_objective)] = None
     #: CcwatchGenesysServicesStuck: age of a subject's oldest active service, above this
     genesys_oldest_active_service_age: Duration | None = None
     #: CcwatchTargetPollsFailing: share of a target's poll jobs failing, above this
@@ -340,6 +346,7 @@ class DefaultThresholds(Thresholds):
     ece_queue_depth: float = Field(default=10.0, ge=0)
     ece_wait_time: Duration = 300.0
     ece_availability_objective: Annotated[Ratio, AfterValidator(_objective)] = 0.99
+    ece_staffed_availability_objective: Annotated[Ratio, AfterValidator(_objective)] = 0.98
     genesys_oldest_active_service_age: Duration = 86400.0
     poll_failing_ratio: float = Field(default=0.2, ge=0, le=1)
     stale_intervals: float = Field(default=3.0, gt=0)
@@ -354,6 +361,21 @@ class HolidaysConfig(StrictModel):
 
     country: str = Field(min_length=1)
     subdivision: str | None = Field(default=None, min_length=1)
+    #: the holidays package's categories for the country (``[public, catholic]``); left
+    #: out, the package's default (``public``)
+    categories: list[str] | None = None
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        country = info.data.get("country")
+        if value is not None and isinstance(country, str):
+            try:
+                calendars.check_holidays(country, None)
+            except ValueError:
+                return value  # the unknown country is reported on holidays itself
+            calendars.check_holiday_categories(country, value)
+        return value
 
     @model_validator(mode="after")
     def _known(self) -> HolidaysConfig:
@@ -394,6 +416,7 @@ class CalendarConfig(StrictModel):
             week=calendars.parse_hours(self.hours),
             timezone=self.timezone,
             holidays=(holidays.country, holidays.subdivision) if holidays is not None else None,
+            holiday_categories=holidays.categories if holidays is not None else None,
             closed=self.closed,
             opening_grace=self.opening_grace,
         )

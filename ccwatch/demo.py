@@ -29,7 +29,8 @@ calendars:
     hours:
       mon-fri: ["08:00-18:00"]
       sat: ["09:00-13:00"]
-    holidays: {{country: DE, subdivision: BY}}
+    # Bavarian holidays; Assumption Day (15 August) is in the catholic category
+    holidays: {{country: DE, subdivision: BY, categories: [public, catholic]}}
   always:
     hours: {{mon-sun: ["00:00-24:00"]}}
 targets:

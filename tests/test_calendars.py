@@ -14,6 +14,7 @@ from ccwatch.calendars import (
     Calendar,
     OpeningHours,
     TimeRange,
+    check_holiday_categories,
     check_holidays,
     check_timezone,
     parse_days,
@@ -44,6 +45,7 @@ def calendar(
     *,
     timezone: str = BERLIN,
     holidays: tuple[str, str | None] | None = None,
+    holiday_categories: Sequence[str] | None = None,
     closed: Sequence[datetime.date] = (),
     opening_grace: float = 300.0,
 ) -> Calendar:
@@ -53,6 +55,7 @@ def calendar(
         week=parse_hours(hours),
         timezone=timezone,
         holidays=holidays,
+        holiday_categories=holiday_categories,
         closed=closed,
         opening_grace=opening_grace,
     )
@@ -314,6 +317,40 @@ def test_check_holidays_long_subdivision_list_truncated() -> None:
         check_holidays("US", "XX")
 
 
+def test_check_holiday_categories_ok() -> None:
+    check_holiday_categories("DE", ["public", "catholic"])
+    check_holiday_categories("DE", ["catholic"])
+    check_holiday_categories("US", ["government"])
+
+
+@pytest.mark.parametrize(
+    ("country", "categories", "message"),
+    [
+        (
+            "DE",
+            ["public", "catolic"],
+            "unknown holiday category 'catolic' of DE: "
+            "DE supports catholic, public, school (default public)",
+        ),
+        # the package's names are lower case
+        (
+            "DE",
+            ["PUBLIC"],
+            "unknown holiday category 'PUBLIC' of DE: "
+            "DE supports catholic, public, school (default public)",
+        ),
+        # a category of another country
+        ("FR", ["catholic"], "unknown holiday category 'catholic' of FR: FR supports public, "),
+        ("DE", [], "no categories: name at least one or leave categories out; DE supports "),
+    ],
+)
+def test_check_holiday_categories_unknown(
+    country: str, categories: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        check_holiday_categories(country, categories)
+
+
 # --- Calendar.is_open ---------------------------------------------------------------------
 
 BUSINESS = {"mon-fri": ["08:00-18:00"], "sat": "09:00-13:00"}
@@ -399,6 +436,51 @@ def test_bavarian_holiday() -> None:
     assert not by.is_open(ts(2026, 6, 4, 10, 0))  # Corpus Christi
     assert not de.is_open(ts(2026, 1, 1, 10, 0))  # New Year's Day, all of DE
     assert not de.is_open(ts(2026, 12, 25, 10, 0))
+
+
+def test_holiday_categories_assumption_day_in_munich() -> None:
+    """The holidays package files Bavaria's Assumption Day (15 August) under ``catholic``:
+    with the default categories Munich is open that day, with ``public, catholic`` not."""
+    assumption = ts(2028, 8, 15, 10, 0)  # a Tuesday
+    assert DAYS[datetime.date(2028, 8, 15).weekday()] == "tue"
+    default = calendar(BUSINESS, holidays=("DE", "BY"))
+    catholic = calendar(BUSINESS, holidays=("DE", "BY"), holiday_categories=["public", "catholic"])
+    assert default.holiday_categories is None
+    assert catholic.holiday_categories == ("public", "catholic")
+    assert default.is_open(assumption)
+    assert not catholic.is_open(assumption)
+    # the public holidays stay: Epiphany 2028 is a Thursday
+    assert not catholic.is_open(ts(2028, 1, 6, 10, 0))
+    assert catholic.is_open(ts(2028, 8, 14, 10, 0))
+    assert catholic.is_open(ts(2028, 8, 16, 10, 0))
+    # catholic alone: Assumption Day, but not the public holidays
+    only = calendar(BUSINESS, holidays=("DE", "BY"), holiday_categories=["catholic"])
+    assert not only.is_open(assumption)
+    assert only.is_open(ts(2028, 1, 6, 10, 0))
+
+
+def test_closed_days_lists_holidays_and_closed_dates() -> None:
+    cal = calendar(
+        BUSINESS,
+        holidays=("DE", "BY"),
+        holiday_categories=["public", "catholic"],
+        closed=[datetime.date(2027, 12, 24), datetime.date(2027, 8, 15), datetime.date(2026, 1, 2)],
+    )
+    days = cal.closed_days([2027])
+    assert list(days) == sorted(days)
+    assert days[datetime.date(2027, 1, 6)] == "Epiphany"
+    assert days[datetime.date(2027, 8, 15)] == "Assumption Day; closed"
+    assert days[datetime.date(2027, 12, 24)] == "closed"
+    assert datetime.date(2026, 1, 2) not in days  # another year
+    assert len(days) == 14  # 13 Bavarian holidays with Assumption Day, and 24 December
+    # every listed day is closed at 10:00, every other day of the year's weekdays open
+    day = datetime.date(2027, 1, 1)
+    while day.year == 2027:
+        at = ts(day.year, day.month, day.day, 10, 0)
+        assert cal.is_open(at) == (day not in days and day.weekday() < 6), day
+        day += datetime.timedelta(days=1)
+    assert calendar(BUSINESS).closed_days([2027, 2028]) == {}
+    assert list(cal.closed_days([2028, 2027])) == sorted(cal.closed_days([2027, 2028]))
 
 
 def test_closed_dates() -> None:
@@ -500,6 +582,10 @@ def test_calendar_checks_arguments() -> None:
         Calendar("x", week=week, holidays=("XX", None))
     with pytest.raises(ValueError, match="unknown subdivision 'XX' of DE"):
         Calendar("x", week=week, holidays=("DE", "XX"))
+    with pytest.raises(ValueError, match="unknown holiday category 'catolic' of DE"):
+        Calendar("x", week=week, holidays=("DE", "BY"), holiday_categories=["catolic"])
+    with pytest.raises(ValueError, match="calendar x: holiday categories without a country"):
+        Calendar("x", week=week, holiday_categories=["public"])
     with pytest.raises(ValueError, match="7 days"):
         Calendar("x", week=week[:6])
 

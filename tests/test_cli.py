@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -12,8 +13,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from ccwatch import __version__
 
@@ -285,3 +288,152 @@ def test_a_crash_is_one_json_event_without_locals() -> None:
     assert event["event"] == "uncaught_exception"
     assert "boom" in json.dumps(event["exception"])
     assert "hunter2" not in result.stderr
+
+
+# --------------------------------------------------------------------------- time-intervals
+
+CALENDARS = TESTDATA / "valid" / "calendars.yml"
+
+
+def time_intervals(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CCWATCH, "time-intervals", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def generated(*args: str) -> dict[str, Any]:
+    """The one interval ``ccwatch time-intervals`` prints, parsed."""
+    result = time_intervals("--config.file", str(CALENDARS), *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    data = yaml.safe_load(result.stdout)
+    assert list(data) == ["time_intervals"]
+    (interval,) = data["time_intervals"]
+    assert isinstance(interval, dict)
+    return interval
+
+
+def days(interval: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """(year, month, day) of each time range; each range is exactly one day."""
+    months = [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ]
+    out = []
+    for spec in interval["time_intervals"]:
+        assert set(spec) == {"years", "months", "days_of_month", "location"}, spec
+        [year], [month], [day] = spec["years"], spec["months"], spec["days_of_month"]
+        out.append((int(year), months.index(month) + 1, int(day)))
+    return out
+
+
+def test_time_intervals_prints_the_holidays_and_closed_dates_of_a_calendar() -> None:
+    interval = generated("--calendar", "munich-chat", "--years", "2027")
+    assert interval["name"] == "munich-chat-holidays"
+    assert {spec["location"] for spec in interval["time_intervals"]} == {"Europe/Berlin"}
+    listed = days(interval)
+    assert listed == sorted(listed)
+    assert (2027, 1, 6) in listed  # Epiphany, a Bavarian public holiday
+    assert (2027, 8, 15) in listed  # Assumption Day: categories [public, catholic]
+    assert (2027, 12, 24) in listed  # closed:
+    assert (2027, 12, 31) in listed
+    assert (2028, 12, 24) not in listed  # another year
+    assert (2027, 12, 23) not in listed
+    assert len(listed) == 15  # 13 holidays and 2 closed dates
+
+
+def test_time_intervals_follows_the_categories() -> None:
+    default = days(generated("--calendar", "munich-default", "--years", "2027"))
+    assert (2027, 1, 6) in default
+    assert (2027, 8, 15) not in default  # catholic: not in the default categories
+    assert len(default) == 12
+
+
+def test_time_intervals_years_name_and_location() -> None:
+    interval = generated(
+        "--calendar", "new-york", "--years", "2027-2028,2030", "--name", "nyc holidays"
+    )
+    assert interval["name"] == "nyc holidays"
+    assert {spec["location"] for spec in interval["time_intervals"]} == {"America/New_York"}
+    listed = days(interval)
+    assert {year for year, _, _ in listed} == {2027, 2028, 2030}
+    assert (2027, 7, 5) in listed  # Independence Day on a Sunday: observed on Monday
+    assert (2028, 11, 23) in listed  # Thanksgiving
+    # no holidays: only the closed dates, in UTC (the calendar's default zone)
+    shutdowns = generated("--calendar", "shutdowns", "--years", "2027")
+    assert shutdowns["time_intervals"] == [
+        {"years": ["2027"], "months": ["june"], "days_of_month": ["30"], "location": "UTC"}
+    ]
+
+
+def test_time_intervals_defaults_to_this_year_and_the_next() -> None:
+    this_year = datetime.datetime.now(datetime.UTC).year
+    listed = days(generated("--calendar", "munich-chat"))
+    assert {year for year, _, _ in listed} == {this_year, this_year + 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (
+            ["--calendar", "munich"],
+            2,
+            "--calendar: no calendar 'munich' in "
+            f"{CALENDARS}; its calendars: always, munich-chat, munich-default, new-york, "
+            "shutdowns",
+        ),
+        (
+            ["--calendar", "always", "--years", "2027"],
+            1,
+            "calendar always has no closed day in 2027: give it holidays: or closed: dates",
+        ),
+        (
+            ["--calendar", "shutdowns", "--years", "2028"],
+            1,
+            "calendar shutdowns has no closed day in 2028",
+        ),
+        (["--calendar", "munich-chat", "--years", "27"], 2, "argument --years: bad year '27'"),
+        (
+            ["--calendar", "munich-chat", "--years", "2028-2027"],
+            2,
+            "argument --years: bad year range '2028-2027'",
+        ),
+        (["--calendar", "munich-chat", "--years", "2000-2100"], 2, "101 years: at most 50"),
+        (["--calendar", "munich-chat", "--name", " "], 2, "expected a time interval name"),
+        ([], 2, "the following arguments are required: --calendar"),
+    ],
+    ids=[
+        "unknown-calendar",
+        "no-holidays",
+        "no-closed-day-that-year",
+        "bad-year",
+        "reversed-range",
+        "too-many-years",
+        "blank-name",
+        "no-calendar",
+    ],
+)
+def test_time_intervals_errors(args: list[str], status: int, message: str) -> None:
+    result = time_intervals("--config.file", str(CALENDARS), *args)
+    assert result.returncode == status
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_time_intervals_with_an_invalid_config_names_the_key_path() -> None:
+    path = TESTDATA / "invalid" / "calendar_unknown_holiday_category.yml"
+    result = time_intervals("--config.file", str(path), "--calendar", "munich-chat")
+    assert result.returncode == 1
+    assert f"{path}: invalid configuration" in result.stderr
+    assert "calendars.munich-chat.holidays.categories: unknown holiday category" in result.stderr
+    assert result.stdout == ""

@@ -228,6 +228,7 @@ def test_thresholds_default_per_source_and_override_per_target() -> None:
         "ece_queue_depth": 8,
         "ece_wait_time_seconds": 120,
         "ece_availability_objective": 0.99,
+        "ece_staffed_availability_objective": 0.98,
         "poll_failing_ratio": 0.2,
         "stale_intervals": 4,
     }
@@ -247,7 +248,11 @@ def test_calendars_and_labels_of_the_issue_example_are_valid() -> None:
                 "emea-business": {
                     "timezone": "Europe/Berlin",
                     "hours": {"mon-fri": ["08:00-18:00"], "sat": ["09:00-13:00"]},
-                    "holidays": {"country": "DE", "subdivision": "BY"},
+                    "holidays": {
+                        "country": "DE",
+                        "subdivision": "BY",
+                        "categories": ["public", "catholic"],
+                    },
                     "closed": ["2026-12-24", "2026-12-31"],
                 },
                 "always": {"hours": {"mon-sun": ["00:00-24:00"]}},
@@ -280,6 +285,46 @@ def test_calendars_and_labels_of_the_issue_example_are_valid() -> None:
     epiphany = datetime.datetime(2026, 1, 6, 10, 0, tzinfo=datetime.UTC).timestamp()
     assert not munich.is_open(epiphany)
     assert munich.is_open(epiphany - 86400 * 7)  # the Tuesday before, 11:00 in Berlin
+    assumption = datetime.datetime(2026, 8, 15, 8, 0, tzinfo=datetime.UTC).timestamp()
+    assert not munich.is_open(assumption)  # a Saturday, 10:00 in Berlin: catholic category
+    assert munich.is_open(assumption - 86400 * 7)  # the Saturday before
+
+
+@pytest.mark.parametrize(
+    ("categories", "open_on_assumption_day"), [(None, True), (["public", "catholic"], False)]
+)
+def test_holiday_categories_reach_the_calendar(
+    categories: list[str] | None, open_on_assumption_day: bool
+) -> None:
+    """Bavaria's Assumption Day is in the holidays package's catholic category: Munich is
+    closed on it only with ``categories: [public, catholic]``."""
+    import datetime
+
+    holidays: dict[str, object] = {"country": "DE", "subdivision": "BY"}
+    if categories is not None:
+        holidays["categories"] = categories
+    cfg = parse_config(
+        {
+            "calendars": {
+                "munich-chat": {
+                    "timezone": "Europe/Berlin",
+                    "hours": {"mon-fri": ["08:00-18:00"], "sat": ["09:00-13:00"]},
+                    "holidays": holidays,
+                }
+            },
+            "targets": [
+                {"name": "a", "source": "ece", "url": "http://x", "entry_points": [1]},
+            ],
+        }
+    )
+    munich = cfg.calendars["munich-chat"].build("munich-chat")
+    assert munich.holiday_categories == (None if categories is None else tuple(categories))
+    berlin = datetime.timezone(datetime.timedelta(hours=2))  # CEST in August
+    assumption = datetime.datetime(2028, 8, 15, 10, 0, tzinfo=berlin).timestamp()  # a Tuesday
+    assert munich.is_open(assumption) is open_on_assumption_day
+    assert munich.is_open(assumption - 86400)  # Monday 14 August
+    whit_monday = datetime.datetime(2028, 6, 5, 10, 0, tzinfo=berlin).timestamp()
+    assert not munich.is_open(whit_monday)  # a public holiday, with or without categories
 
 
 def test_a_label_name_with_a_trailing_newline_is_refused() -> None:

@@ -157,6 +157,7 @@ async def test_thresholds_are_exported_per_target_with_the_defaults_applied() ->
         "ece_queue_depth": 8,  # the target's own
         "ece_wait_time_seconds": 240,  # defaults.thresholds, written as 4m
         "ece_availability_objective": 0.99,  # the built-in default
+        "ece_staffed_availability_objective": 0.98,  # the built-in default
         "poll_failing_ratio": 0.2,
         "stale_intervals": 5,
     }

@@ -81,6 +81,7 @@ class EceTarget(TargetConfig):
         "ece_queue_depth",
         "ece_wait_time",
         "ece_availability_objective",
+        "ece_staffed_availability_objective",
     )
 
     #: ECE's chat APIs serve customers' browsers: poll them no more than every 5 s.

@@ -42,6 +42,10 @@ ALERTMANAGER_PORT = 9093
 
 # Files other engineers write: mounted, but not required to exist for these tests.
 OTHERS = (REPO / "deploy" / "prometheus", REPO / "grafana")
+#: The host's files that services mount (outside the repository), and why.
+HOST_MOUNTS = {
+    "/usr/share/zoneinfo": "the time zone database, for Alertmanager's time interval locations",
+}
 
 # The compose-spec keys this stack uses, to catch a misspelt key that compose would reject.
 SERVICE_KEYS = {
@@ -187,6 +191,8 @@ def test_bind_mounts_exist(compose: dict[str, Any], services: dict[str, Any]) ->
                 assert mount.raw_source in compose["volumes"], f"{name}: {mount.spec}"
                 continue
             assert mount.mode == "ro", f"{name}: mount {mount.spec} read-only"
+            if mount.raw_source in HOST_MOUNTS:
+                continue
             assert mount.source.is_relative_to(REPO), mount.spec
             if not any(mount.source.is_relative_to(other) for other in OTHERS):
                 assert mount.source.exists(), f"{name}: {mount.spec}: {mount.source} is missing"
@@ -336,6 +342,18 @@ def test_alertmanager_service(compose: dict[str, Any], services: dict[str, Any])
     assert not storage.is_bind
     assert storage.raw_source in compose["volumes"]
     assert flags["--cluster.listen-address"] == "", "a single Alertmanager: no clustering"
+    # the image has no time zone database; the config's time intervals name a `location`
+    zoneinfo = mounts["/usr/share/zoneinfo"]
+    assert zoneinfo.is_bind
+    assert zoneinfo.raw_source == "/usr/share/zoneinfo"
+    assert zoneinfo.mode == "ro"
+    locations = {
+        interval["location"]
+        for named in yaml.safe_load(config.source.read_text(encoding="utf-8"))["time_intervals"]
+        for interval in named["time_intervals"]
+    }
+    for location in locations:
+        assert (Path("/usr/share/zoneinfo") / location).is_file(), location
     # an Alertmanager outage must not keep Prometheus from starting
     assert "alertmanager" not in services["prometheus"].get("depends_on", {})
 

@@ -440,6 +440,16 @@ def test_the_availability_row() -> None:
     # the table: every window per entry point
     for window in ("1h", "1d", "7d", "30d"):
         assert any(e.startswith(f"ccwatch:ece_availability:ratio{window}{{") for e in exprs)
+    # one panel per owner: the supervisors' staffed availability and budget beside the
+    # SRE's technical ones
+    assert any(e.startswith("ccwatch:ece_staffed_availability:ratio30d{") for e in exprs)
+    staffed = [
+        e for e in exprs if "ece_staffed_availability_objective" in e and e.startswith("1 - ")
+    ]
+    assert staffed
+    for budget in staffed:
+        assert "ccwatch:ece_staffed_availability:ratio30d" in budget
+        assert "on(job, target) group_left()" in budget
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:

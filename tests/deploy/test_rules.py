@@ -34,6 +34,8 @@ SUPERVISOR_ALERTS = {
     "CcwatchEceNoAgentsAvailable",
     "CcwatchEceQueueDepthHigh",
     "CcwatchEceWaitTimeHigh",
+    "CcwatchEceStaffedAvailabilityBudgetBurnFast",
+    "CcwatchEceStaffedAvailabilityBudgetBurnSlow",
 }
 #: The thresholds ccwatch exports per target as ``ccwatch_threshold{target, name}`` (its
 #: config's ``defaults.thresholds`` and each target's ``thresholds``).
@@ -41,6 +43,7 @@ THRESHOLD_NAMES = {
     "ece_queue_depth",
     "ece_wait_time_seconds",
     "ece_availability_objective",
+    "ece_staffed_availability_objective",
     "genesys_oldest_active_service_age_seconds",
     "poll_failing_ratio",
     "stale_intervals",
@@ -338,15 +341,34 @@ def test_slo_windows_hold_whole_evaluations() -> None:
         assert round(seconds(window) + 0.001, 3) % 60 == 0, window
 
 
+#: Labels the availability series may aggregate away: the shard, a state set's reason, and
+#: what ALERTS adds to an alert's labels.
+SLO_AGGREGATED = {"instance", "reason", "alertname", "alertstate", "severity", "audience"}
+
+
 def test_slo_rules_drop_only_the_instance() -> None:
     """The per-entry-point availability series aggregate the shards away (an entry point
-    moving between shards keeps one series) and keep every other label: static labels,
-    for routing the burn-rate alerts."""
+    moving between shards keeps one series) and keep every other label of the entry
+    point: static labels, for routing the burn-rate alerts."""
     [group] = [g for g in rule_groups() if g["name"] == SLO_GROUP]
     for rule in group["rules"]:
         assert not re.search(r"\bby\s*\(", rule["expr"]), rule.get("record") or rule["alert"]
         for labels in re.findall(r"\bwithout\s*\(([^)]*)\)", rule["expr"]):
-            assert labels.strip() == "instance", rule.get("record") or rule["alert"]
+            names = {label.strip() for label in labels.split(",")}
+            assert "instance" in names, rule.get("record") or rule["alert"]
+            assert names <= SLO_AGGREGATED, rule.get("record") or rule["alert"]
+
+
+def test_slo_group_evaluates_every_minute() -> None:
+    """The burn-rate alerts' minimum evidence counts minutes: their group evaluates every
+    minute whatever the global evaluation_interval."""
+    [group] = [g for g in rule_groups() if g["name"] == SLO_GROUP]
+    assert group.get("interval") == "1m"
+    names = {rule.get("alert") for rule in group["rules"]}
+    assert {
+        "CcwatchEceAvailabilityBudgetBurnFast",
+        "CcwatchEceStaffedAvailabilityBudgetBurnFast",
+    } <= names
 
 
 # --------------------------------------------------------------------------- tables
