@@ -18,7 +18,17 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from tests.deploy.scenarios import ENDPOINTS, Outcome, Scenario, World, clock, hm, pages
+from tests.deploy.scenarios import (
+    ENDPOINTS,
+    Outcome,
+    Scenario,
+    World,
+    clock,
+    delivered,
+    hm,
+    inhibitions,
+    pages,
+)
 
 OPEN, CLOSE = hm("08:00"), hm("18:00")
 
@@ -230,3 +240,16 @@ def test_the_model_fires_what_it_should() -> None:
         for minute, alerts in outcome.firing.items()
         if minute >= hm("11:02")
     )
+
+
+def test_the_inhibitions_are_alertmanagers() -> None:
+    """The scenarios apply the inhibit rules as Alertmanager does: every inhibition case
+    that test_alertmanager.py checks against a real Alertmanager comes out the same."""
+    from tests.deploy.test_alertmanager import INHIBITION_CASES
+
+    rules = inhibitions()
+    for case, (sources, expected) in INHIBITION_CASES.items():
+        alerts = [*sources, *(labels for labels, _ in expected)]
+        out = delivered(alerts, rules)
+        for labels, inhibited in expected:
+            assert (labels not in out) == inhibited, (case, labels)
