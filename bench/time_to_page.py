@@ -95,6 +95,7 @@ from aiohttp import web
 
 from ccwatch.config import parse_duration
 from ccwatch.simulator import serve as serve_simulator
+from ccwatch.timeintervals import MONTHS
 
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
@@ -485,20 +486,6 @@ def alertmanager_config(
 # ------------------------------------------------------------- time intervals (reporting)
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_MONTHS = (
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-)
 
 
 def _ranges(specs: list[Any], value: int, names: Sequence[str] = (), last: int = 0) -> bool:
@@ -528,7 +515,7 @@ def interval_active(interval: dict[str, Any], now: datetime) -> bool | None:
         now = now.astimezone()
     if "weekdays" in interval and not _ranges(interval["weekdays"], now.weekday() + 1, _WEEKDAYS):
         return False
-    if "months" in interval and not _ranges(interval["months"], now.month, _MONTHS):
+    if "months" in interval and not _ranges(interval["months"], now.month, MONTHS):
         return False
     if "years" in interval and not _ranges(interval["years"], now.year):
         return False

@@ -35,11 +35,12 @@ from ccwatch.errors import ConfigError
 if TYPE_CHECKING:
     from ccwatch.calendars import Calendar
 
-__all__ = ["MAX_YEARS", "holidays_interval", "parse_years", "run_time_intervals"]
+__all__ = ["MAX_YEARS", "MONTHS", "holidays_interval", "parse_years", "run_time_intervals"]
 
 #: at most this many years in one interval
 MAX_YEARS: Final = 50
-_MONTHS: Final = (
+#: Alertmanager's month names, January first
+MONTHS: Final = (
     "january",
     "february",
     "march",
@@ -121,7 +122,7 @@ def holidays_interval(
     for day, what in days.items():
         lines.append(f"      # {day.isoformat()} {' '.join(what.split())}")
         lines.append(
-            f'      - {{years: ["{day.year}"], months: [{_MONTHS[day.month - 1]}], '
+            f'      - {{years: ["{day.year}"], months: [{MONTHS[day.month - 1]}], '
             f'days_of_month: ["{day.day}"], location: {location}}}'
         )
     return "\n".join(lines) + "\n"

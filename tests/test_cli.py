@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from ccwatch import __version__
+from ccwatch.timeintervals import MONTHS
 
 CCWATCH = [sys.executable, "-m", "ccwatch"]
 TESTDATA = Path(__file__).parent / "testdata" / "config"
@@ -315,20 +316,7 @@ def generated(*args: str) -> dict[str, Any]:
 
 def days(interval: dict[str, Any]) -> list[tuple[int, int, int]]:
     """(year, month, day) of each time range; each range is exactly one day."""
-    months = [
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-    ]
+    months = list(MONTHS)
     out = []
     for spec in interval["time_intervals"]:
         assert set(spec) == {"years", "months", "days_of_month", "location"}, spec

@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from ccwatch.sources.ece import ENDPOINTS
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules" / "ccwatch.rules.yml"
 ALERTMANAGER = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
@@ -49,13 +51,6 @@ INSTANCE = "ccwatch:9865"
 TARGET = "ece-munich"
 ENTRY_POINT = "1000"
 STATIC = {"team": "sales"}
-ENDPOINTS = (
-    "agentAvailability",
-    "capacity",
-    "liveSessionStatus",
-    "checkEligibility",
-    "chatAllowed",
-)
 REASONS = (
     "service_not_running",
     "entry_point_inactive",

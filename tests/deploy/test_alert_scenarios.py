@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from ccwatch.sources.ece import ENDPOINTS
 from tests.deploy.scenarios import (
-    ENDPOINTS,
     Outcome,
     Scenario,
     World,

@@ -42,6 +42,7 @@ import yaml
 
 from ccwatch.calendars import Calendar
 from ccwatch.sources import parse_config
+from ccwatch.timeintervals import MONTHS
 
 from .helpers import DEPLOY, REPO
 
@@ -545,20 +546,6 @@ HOLIDAYS = "contact-center-holidays"
 
 # Go's time.Weekday numbering (Sunday 0), as Alertmanager's weekday ranges use it
 _WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
-_MONTHS = (
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-)
 _FIELDS = {"times", "weekdays", "days_of_month", "months", "years", "location"}
 
 
@@ -608,7 +595,7 @@ def interval_contains(spec: dict[str, Any], t: datetime) -> bool:
         "times": lambda r: _minutes(r["start_time"]) <= minute < _minutes(r["end_time"]),
         "weekdays": lambda r: _in(weekday, _bounds(r, _WEEKDAYS)),
         "days_of_month": lambda r: _in(local.day, _bounds(r)),
-        "months": lambda r: _in(local.month, _bounds(r, _MONTHS, 1)),
+        "months": lambda r: _in(local.month, _bounds(r, MONTHS, 1)),
         "years": lambda r: _in(local.year, _bounds(r)),
     }
     return all(any(map(check, spec[key])) for key, check in checks.items() if key in spec)
