@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -36,6 +37,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from ccwatch import calendars
@@ -218,11 +220,45 @@ def _check_static_labels(value: dict[str, str]) -> dict[str, str]:
 StaticLabels = Annotated[dict[str, str], AfterValidator(_check_static_labels)]
 
 
-def read_secret_file(path: str) -> SecretStr:
+#: The largest secret file ccwatch reads (a password, a client secret, an API key).
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def read_file_safely(path: str, limit: int, what: str = "file") -> bytes:
+    """The bytes of ``path``, which must be a regular file (after symlinks) of at most
+    ``limit`` bytes. Anything else, a FIFO, a device (``/dev/zero``, ``/dev/urandom``), a
+    directory, a socket, is refused before it is read: opened without blocking, checked
+    with ``fstat`` on the open file (so a file swapped in between cannot slip through),
+    read up to ``limit + 1`` bytes. Raises OSError when it cannot be opened or read, and
+    ValueError, naming ``what``, when it is not a regular file or too large."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {path!r} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{what} {path!r} is larger than {limit} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{what} {path!r} is larger than {limit} bytes")
+    return data
+
+
+def read_secret_file(path: str) -> SecretStr:
+    """A secret from a ``*_file``: a regular UTF-8 file of at most
+    :data:`MAX_SECRET_FILE_BYTES`, surrounding white space stripped."""
+    try:
+        data = read_file_safely(path, MAX_SECRET_FILE_BYTES, "secret file")
     except OSError as exc:
         raise ValueError(f"cannot read secret file {path!r}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {path!r} is not UTF-8 text") from None
     return SecretStr(text.strip())
 
 
@@ -729,6 +765,16 @@ def _semantic_errors(cfg: ConfigBase) -> list[str]:
     return errors
 
 
+def _settings_error(exc: SettingsError) -> str:
+    """The variable a pydantic-settings error is about, without the value (it may hold a
+    secret)."""
+    field = re.search(r'field "([^"]+)"', str(exc))
+    if field is None:
+        return "invalid CCWATCH_* environment variable"
+    name = "CCWATCH_" + field.group(1).upper()
+    return f"{name}: not valid JSON for a structured key (a list or a mapping)"
+
+
 def parse_config(data: Any, model: type[ConfigBase], *, origin: str = "config") -> ConfigBase:
     """Validate already-loaded YAML data against ``model`` (from :func:`config_model`).
 
@@ -740,6 +786,10 @@ def parse_config(data: Any, model: type[ConfigBase], *, origin: str = "config") 
         cfg = model(**data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source_names(model))) from None
+    except SettingsError as exc:
+        # an environment override (CCWATCH_TARGETS=..., CCWATCH_WEB__...) that is not
+        # valid JSON for a structured key
+        raise ConfigError([f"(environment): {_settings_error(exc)}"]) from None
     errors = _semantic_errors(cfg)
     if errors:
         raise ConfigError(errors)
@@ -763,8 +813,33 @@ _YAML_LOADER = _DateFreeLoader
 
 
 def load_config(path: str | os.PathLike[str], model: type[ConfigBase]) -> ConfigBase:
-    """Read, parse and validate a config file against ``model``."""
-    return parse_config(read_yaml(path), model, origin=str(path))
+    """Read, parse and validate a config file against ``model``. Relative paths in it (the
+    values of ``*_file`` keys: secrets, TLS files, the web config) are relative to the
+    file's directory, as in Prometheus."""
+    data = read_yaml(path)
+    base = Path(os.path.abspath(path)).parent
+    return parse_config(resolve_file_paths(data, base), model, origin=str(path))
+
+
+def resolve_file_paths(data: Any, base: Path) -> Any:
+    """``data`` with every relative path under a ``*_file`` key made absolute against
+    ``base``."""
+    if isinstance(data, dict):
+        return {
+            key: (
+                str(base / value)
+                if isinstance(key, str)
+                and key.endswith("_file")
+                and isinstance(value, str)
+                and value
+                and not os.path.isabs(value)
+                else resolve_file_paths(value, base)
+            )
+            for key, value in data.items()
+        }
+    if isinstance(data, list):
+        return [resolve_file_paths(item, base) for item in data]
+    return data
 
 
 # --------------------------------------------------------------------------- other files
@@ -779,19 +854,62 @@ def format_validation_errors(exc: ValidationError) -> list[str]:
     return _format_errors(exc, set())
 
 
+#: The largest YAML file ccwatch reads (a configuration of 10,000 entry points is ~1 MB).
+MAX_YAML_BYTES = 64 * 1024 * 1024
+
+
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     """Read and parse a YAML file with the safe loader; :class:`ConfigError` as
-    :func:`load_config` raises for an unreadable file or invalid YAML."""
+    :func:`load_config` raises for an unreadable file (or one that is not a regular file,
+    or too large), invalid YAML, or a key given twice in one mapping (YAML would keep the
+    last silently; named with its key path)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = read_file_safely(os.fspath(path), MAX_YAML_BYTES)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except ValueError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: cannot read: not UTF-8 text"]) from None
+    loader = _YAML_LOADER(text)
     try:
-        return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = _duplicate_keys(node, ())
+        if duplicates:
+            raise ConfigError([f"{path}: {line}" for line in duplicates])
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
+    finally:
+        loader.dispose()
+
+
+def _duplicate_keys(node: yaml.Node, where: tuple[str, ...]) -> list[str]:
+    """``key.path: duplicate key (also at line N)`` for every key given twice in a mapping
+    below ``node``."""
+    found: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+            line = key.start_mark.line + 1
+            if isinstance(key, yaml.ScalarNode) and name in seen:
+                path = ".".join((*where, name))
+                found.append(
+                    f"{path}: duplicate key at line {line} (also at line {seen[name]}); "
+                    "YAML would keep only the last"
+                )
+            seen.setdefault(name, line)
+            found += _duplicate_keys(value, (*where, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            head = (*where[:-1], f"{where[-1]}[{i}]") if where else (f"[{i}]",)
+            found += _duplicate_keys(item, head)
+    return found

@@ -56,6 +56,8 @@ from ccwatch.webconfig import LoadedWebConfig, load_web_config
 log = structlog.get_logger("ccwatch")
 #: Not sharded: shard 0 of 1 owns every job.
 UNSHARDED = Sharding()
+#: A reload that has not read its configuration files within this many seconds fails.
+RELOAD_DEADLINE = 30.0
 
 
 def target_shape(
@@ -385,6 +387,8 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        #: how long a reload may take to read its files before it fails
+        self.reload_deadline = RELOAD_DEADLINE
         self._last_reload_ok = True
         self._last_reload_time = time.time()
         self._last_reload_error: str | None = None
@@ -500,8 +504,9 @@ class Daemon:
         async with self._reload_lock:
             try:
                 # reading and validating a big file takes a while: in a worker thread, so
-                # that the event loop goes on polling (it gets the GIL every few ms)
-                config = await asyncio.to_thread(load_config, self.config_path)
+                # that the event loop goes on polling (it gets the GIL every few ms); with
+                # a deadline, so that nothing read can hold the reload lock for ever
+                config, web_config = await self._read_config(self.config_path)
                 sharding = resolve_sharding(config, self.shard_flags)
                 if sharding.total != self.sharding.total:
                     raise ConfigError(
@@ -510,8 +515,6 @@ class Daemon:
                             f"{self.sharding.total} to {sharding.total} takes a restart"
                         ]
                     )
-                path = web_config_path(config, self.config_path, self.web_config_flag)
-                web_config = load_web_config(path) if path is not None else None
                 self._check_web_change(web_config)
             except ConfigError as exc:
                 self._last_reload_ok = False
@@ -525,6 +528,27 @@ class Daemon:
                 self._set_shard_metrics()
             await self.apply(config)
             return None
+
+    async def _read_config(
+        self, config_path: str | Path
+    ) -> tuple[ConfigBase, LoadedWebConfig | None]:
+        """The configuration and the web configuration it names, read in a worker thread
+        within :data:`RELOAD_DEADLINE` seconds; :class:`ConfigError` otherwise."""
+
+        def read() -> tuple[ConfigBase, LoadedWebConfig | None]:
+            config = load_config(config_path)
+            path = web_config_path(config, config_path, self.web_config_flag)
+            return config, (load_web_config(path) if path is not None else None)
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(read), self.reload_deadline)
+        except TimeoutError:
+            raise ConfigError(
+                [
+                    f"{config_path}: reading the configuration took longer than "
+                    f"{self.reload_deadline:g}s; the previous configuration stays"
+                ]
+            ) from None
 
     def _check_web_change(self, new: LoadedWebConfig | None) -> None:
         """A reload cannot switch between HTTP and HTTPS: the listening socket stays."""
