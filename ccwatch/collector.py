@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client import generate_latest as _generate_text
@@ -31,6 +31,15 @@ SampleData = tuple[str, tuple[str, ...], float]
 
 #: Fragments joined into one chunk of a scrape (a few hundred kilobytes).
 CHUNK_SERIES = 2000
+
+#: The longest label value ccwatch exports, in characters (marker included): a longer
+#: vendor string (a status, a type, a URL) is cut to this, ending in :data:`ELLIPSIS`.
+MAX_LABEL_CHARS: Final = 512
+#: The longest vendor text ccwatch logs or shows (a failure's detail, an event's field),
+#: in characters (marker included).
+MAX_DETAIL_CHARS: Final = 4096
+#: What a cut string ends in.
+ELLIPSIS: Final = "\u2026"
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -238,6 +247,66 @@ def build_info_fragment() -> bytes:
     return f"{BUILD_INFO}{{{labels}}} 1\n".encode()
 
 
+# --------------------------------------------------------------------------- vendor strings
+
+
+def cap(text: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """``text`` itself when at most ``limit`` characters, else its first ``limit - 1``
+    and :data:`ELLIPSIS`: every vendor string the core exports, logs or shows is cut here.
+    Only a length is checked when nothing is cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + ELLIPSIS
+
+
+def cap_fields(fields: Mapping[str, Any], limit: int) -> Mapping[str, Any]:
+    """``fields`` with every string value capped at ``limit``: the very mapping when none
+    is longer (the common case costs a length check per string), else a capped copy."""
+    for value in fields.values():
+        if isinstance(value, str) and len(value) > limit:
+            return {k: cap(v, limit) if isinstance(v, str) else v for k, v in fields.items()}
+    return fields
+
+
+class CappedReading:
+    """A reading that holds a vendor string over its cap, as the core keeps it.
+
+    :meth:`JobRenderer.success` says when a reading needs one (only then is a reading
+    wrapped: a reading with short strings is kept as it is). Its samples' label values
+    are capped at :data:`MAX_LABEL_CHARS`, once, so that the status page and the targets
+    API show what /metrics exports; so are its watched values, and its ``describe()``
+    (if it has one) is capped at :data:`MAX_DETAIL_CHARS`. Any other attribute is the
+    reading's own.
+    """
+
+    __slots__ = ("_samples", "reading")
+
+    def __init__(self, reading: Any) -> None:
+        self.reading = reading
+        self._samples: tuple[SampleData, ...] = tuple(
+            (family, tuple(cap(v) for v in values), value)
+            for family, values, value in reading.samples()
+        )
+
+    def samples(self) -> tuple[SampleData, ...]:
+        return self._samples
+
+    def watched(self) -> Mapping[str, str]:
+        watched: Mapping[str, str] = self.reading.watched()
+        return cap_fields(watched, MAX_LABEL_CHARS)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "reading":  # not set yet (a copy): never look for it in itself
+            raise AttributeError(name)
+        own = getattr(self.reading, name)
+        if name == "describe" and callable(own):
+            return lambda: cap(str(own()), MAX_DETAIL_CHARS)
+        return own
+
+    def __repr__(self) -> str:
+        return f"CappedReading({self.reading!r})"
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -272,6 +341,10 @@ class SampleRenderer:
 
     The text of each (family, number of filled-in labels, values) is cached, with a
     bound: label values are bounded sets (states, reasons, configured types).
+
+    A label value longer than :data:`MAX_LABEL_CHARS` is capped (:func:`cap`) when its
+    text is made, the only time a value is looked at; such a text is not cached (its
+    key would keep the whole string), and :attr:`capped` is set.
     """
 
     MAX_CACHED = 20_000
@@ -279,6 +352,8 @@ class SampleRenderer:
     def __init__(self, store: MetricStore) -> None:
         self._store = store
         self._extra: dict[tuple[str, int, tuple[str, ...]], str] = {}
+        #: set when a label value was capped (reset by whoever reads it)
+        self.capped = False
 
     def labels_after(self, family: str, filled: int, values: tuple[str, ...]) -> str:
         """``,name="value"...`` for the family's labels after the ``filled`` first ones."""
@@ -289,9 +364,12 @@ class SampleRenderer:
             if len(names) != len(values):
                 raise SampleError(f"{family}: values {values!r} for the labels {names}")
             text = "".join(
-                f',{name}="{escape_label_value(value)}"'
+                f',{name}="{escape_label_value(cap(value))}"'
                 for name, value in zip(names, values, strict=True)
             )
+            if any(len(value) > MAX_LABEL_CHARS for value in values):
+                self.capped = True
+                return text
             if len(self._extra) >= self.MAX_CACHED:
                 self._extra.clear()
             self._extra[key] = text
@@ -389,10 +467,14 @@ class JobRenderer:
         self._errors(job)
 
     def success(self, job: RenderedJob, samples: Iterable[SampleData], duration: float,
-                wall: float) -> None:  # fmt: skip
+                wall: float) -> bool:  # fmt: skip
+        """A successful poll's series. True when a label value had to be capped: the
+        caller then keeps the reading as a :class:`CappedReading`."""
         store = self.store
         key = job.id
-        lines = self.samples.lines(samples, job.vendor_labels, job.filled)
+        renderer = self.samples
+        renderer.capped = False
+        lines = renderer.lines(samples, job.vendor_labels, job.filled)
         families = tuple(lines)
         if families != job.families:
             for family in job.families:
@@ -405,6 +487,7 @@ class JobRenderer:
         store.set(POLL_SUCCESS, key, f"{POLL_SUCCESS}{{{labels}}} 1\n".encode())
         store.set(POLL_DURATION, key, f"{POLL_DURATION}{{{labels}}} {duration!r}\n".encode())
         store.set(POLL_LAST_SUCCESS, key, f"{POLL_LAST_SUCCESS}{{{labels}}} {wall!r}\n".encode())
+        return renderer.capped
 
     def withdraw(self, job: RenderedJob) -> None:
         """Drop a job's vendor series and read its poll_success as 0."""

@@ -42,6 +42,7 @@ from pydantic_settings import (
 
 from ccwatch import calendars
 from ccwatch.errors import ConfigError
+from ccwatch.redact import redact_url
 
 try:  # libyaml's loader where PyYAML was built with it
     from yaml import CSafeLoader as _SafeBase
@@ -130,12 +131,22 @@ def split_listen_address(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _shown_url(value: str) -> str:
+    """``value`` as an error may quote it: without userinfo, however malformed (whatever
+    comes before its last ``@`` is left out when it is not a URL with a host)."""
+    shown = redact_url(value)
+    if "@" in shown and not urlsplit(shown).hostname:
+        shown = "[redacted]@" + shown.rpartition("@")[2]
+    return shown
+
+
 def _check_url(value: str) -> str:
     parts = urlsplit(value)
+    shown = _shown_url(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"invalid URL {value!r}: expected http:// or https:// and a host")
+        raise ValueError(f"invalid URL {shown!r}: expected http:// or https:// and a host")
     if parts.query or parts.fragment:
-        raise ValueError(f"invalid URL {value!r}: a base URL takes no query or fragment")
+        raise ValueError(f"invalid URL {shown!r}: a base URL takes no query or fragment")
     return value.rstrip("/")
 
 

@@ -49,7 +49,13 @@ from ccwatch.sharding import resolve as sharding_resolve
 from ccwatch.sources import SOURCES, all_subject_labels, load_config
 from ccwatch.sources.base import SourceState
 from ccwatch.status import Status
-from ccwatch.web import build_app
+from ccwatch.web import (
+    ConnectionLimits,
+    GuardedSite,
+    build_app,
+    connection_cap,
+    descriptor_limit,
+)
 from ccwatch.webauth import BasicAuth, RateLimit, WebSecurity
 from ccwatch.webconfig import LoadedWebConfig, load_web_config
 
@@ -155,6 +161,7 @@ def build_group(
         headers=source.headers,
         proxy_from_environment=config.proxy_from_environment_of(target),
     )
+    redactor = client.redactor  # the target's secrets, for its failures' details
     if source.client_factory is not None:
         client = source.client_factory(target, client, state)
     timing = target_timing(config, target)
@@ -183,6 +190,7 @@ def build_group(
         timing=timing,
         jobs=jobs,
         labels=static_labels_text(target.labels),
+        redactor=redactor,
     )
 
 
@@ -218,6 +226,7 @@ def build_groups(
                         timing=timing,
                         jobs=old.jobs,
                         labels=old.labels,
+                        redactor=old.redactor,
                     )
                 )
         else:
@@ -340,8 +349,13 @@ class Daemon:
         web_config_flag: str | None = None,
         shard_flags: tuple[str | None, str | None] = (None, None),
         clock: Callable[[], float] = time.time,
+        connection_limits: ConnectionLimits | None = None,
     ) -> None:
         self.config = config
+        #: the web server's deadlines and connection cap (shorter ones in tests)
+        self.connection_limits = connection_limits or ConnectionLimits()
+        #: the soft RLIMIT_NOFILE the connection cap is derived from (read at start)
+        self.descriptors: int | None = None
         #: the wall clock of the calendars (a fixed one in tests)
         self.clock = clock
         #: --shard and --total-shards as given: they win over the file on reload too
@@ -385,6 +399,7 @@ class Daemon:
         self.open = OpenRenderer(self.store)
         self._set_target_series()
         self._runner: web.AppRunner | None = None
+        self.site: GuardedSite | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         #: how long a reload may take to read its files before it fails
@@ -635,14 +650,23 @@ class Daemon:
         log_web_config(self.web, startup=True)
         # always guarded: a reload may add basic auth users to a plain HTTP endpoint
         app = build_app(self, self.security)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        limits = self.connection_limits
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=limits.keepalive_timeout,
+        )
         await self._runner.setup()
         host, port = split_listen_address(self.listen_address)
         tls = self.web.tls if self.web is not None else None
-        site = web.TCPSite(
+        self.descriptors = descriptor_limit()
+        self.site = site = GuardedSite(
             self._runner,
             host,
             port,
+            limits=limits,
+            cap=self.max_connections,
             reuse_address=True,
             ssl_context=tls.context if tls is not None else None,
         )
@@ -652,7 +676,20 @@ class Daemon:
             for addr in self._runner.addresses
             if isinstance(addr, tuple)
         ]
-        log.info("listening", address=self.listen_address, metrics_url=self.metrics_url)
+        log.info(
+            "listening",
+            address=self.listen_address,
+            metrics_url=self.metrics_url,
+            max_connections=self.max_connections(),
+            open_files_limit=self.descriptors,
+        )
+
+    def max_connections(self) -> int:
+        """The cap on open client connections: the configured one, else what the
+        descriptor limit leaves after polling at ``scheduler.max_concurrency``."""
+        if self.connection_limits.max_connections is not None:
+            return self.connection_limits.max_connections
+        return connection_cap(self.descriptors, self.config.scheduler.max_concurrency)
 
     @property
     def metrics_url(self) -> str:

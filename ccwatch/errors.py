@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ccwatch.redact import strip_userinfo
+
 REASON_TIMEOUT: Final = "timeout"
 REASON_CONNECT: Final = "connect"
 REASON_TLS: Final = "tls"
@@ -51,9 +53,15 @@ class CCWatchError(Exception):
 
 
 class ConfigError(CCWatchError):
-    """The configuration is invalid. ``errors`` holds one ``"key.path: problem"`` per line."""
+    """The configuration is invalid. ``errors`` holds one ``"key.path: problem"`` per line.
+
+    Every line loses the userinfo of any URL it quotes (``http://user:password@host``):
+    the lines are shown by ``check-config``, in the ``/-/reload`` answer, on the status
+    page and in the ``config_reload_failed`` log, and none of them may show a password.
+    """
 
     def __init__(self, errors: list[str]) -> None:
+        errors = [strip_userinfo(line) for line in errors]
         self.errors = errors
         super().__init__("\n".join(errors))
 

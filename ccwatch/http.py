@@ -4,6 +4,8 @@ Every request ccwatch makes goes through :meth:`TargetClient.request`, which
 - caps the response body (``too_large``),
 - maps every transport error to exactly one poll failure reason
   (``connect``, ``tls``, ``timeout``),
+- never follows a redirect: a 3xx is an unexpected status like any other, its
+  ``Location`` (without userinfo) named in the detail,
 - maps unexpected statuses to ``http_status`` (``auth`` for 401/403,
   ``rate_limited`` for 429, with the server's ``Retry-After``),
 - checks the content type when the caller names the ones it accepts (``parse``).
@@ -30,7 +32,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
@@ -48,6 +50,7 @@ from ccwatch.errors import (
     TLSFailure,
     TooLargeFailure,
 )
+from ccwatch.redact import PUBLIC, Redactor, redact_url, secrets_in
 
 USER_AGENT = f"ccwatch/{__version__}"
 #: Characters a configured base URL keeps as they are: reserved ones, and ``%`` so that
@@ -93,18 +96,6 @@ class Exchange:
 #: While it holds a list, :meth:`TargetClient.request` appends an :class:`Exchange` to
 #: it for every request. Context variables are per task: set it in the task that polls.
 TRACE: ContextVar[list[Exchange] | None] = ContextVar("ccwatch_http_trace", default=None)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its userinfo (``user:password@``), for logs, pages and traces."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "[invalid URL]"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def _shown_url(url: str | URL, params: Mapping[str, str] | None) -> str:
@@ -163,20 +154,29 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
 
 
-def transport_failure(exc: BaseException) -> PollError:
-    """The one poll failure of a transport error (``tls``, ``timeout`` or ``connect``)."""
+def transport_failure(exc: BaseException, redactor: Redactor = PUBLIC) -> PollError:
+    """The one poll failure of a transport error (``tls``, ``timeout`` or ``connect``).
+
+    The library's text is redacted here, before anything stores or shows it: aiohttp's
+    names the proxy URL with its userinfo (a proxy answering 407 to ``CONNECT``), and
+    ``redactor`` (the target's) knows the target's secrets.
+    """
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return TLSFailure(f"TLS error: {exc}")
+        return TLSFailure(redactor.text(f"TLS error: {exc}"))
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        return TimeoutFailure(f"timed out: {exc}")
-    return ConnectFailure(f"{type(exc).__name__}: {exc}".rstrip(": "))
+        return TimeoutFailure(redactor.text(f"timed out: {exc}"))
+    return ConnectFailure(redactor.text(f"{type(exc).__name__}: {exc}".rstrip(": ")))
 
 
 def status_failure(status: int, headers: Mapping[str, str]) -> StatusFailure:
     """The poll failure of an unexpected status, with the server's Retry-After on a 429
-    or 503."""
+    or 503, and the (redacted) ``Location`` of a redirect."""
     retry_after = None
     detail = f"unexpected HTTP status {status}"
+    if 300 <= status < 400:  # a redirect, never followed (see TargetClient.request)
+        location = headers.get("Location")
+        if location is not None:
+            detail += f", redirect to {redact_url(location)!r} not followed"
     if status in RETRY_AFTER_STATUSES:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         if retry_after is not None:
@@ -255,12 +255,17 @@ class HttpClient:
             with contextlib.suppress(LookupError):
                 env_proxy, proxy_auth = get_env_proxy_for_url(URL(target.url))
                 proxy = str(env_proxy)
+        # every secret of the target's configuration, and those sent that it does not hold
+        redactor = Redactor(secrets_in(target))
+        if proxy_auth is not None:
+            redactor.add([proxy_auth.password])
         if target.basic_auth is not None:
             password = (
                 target.basic_auth.password.get_secret_value() if target.basic_auth.password else ""
             )
             token = base64.b64encode(f"{target.basic_auth.username}:{password}".encode()).decode()
             all_headers["Authorization"] = f"Basic {token}"
+            redactor.add([token])
         return TargetClient(
             self,
             base_url=target.url,
@@ -270,11 +275,16 @@ class HttpClient:
             proxy_auth=proxy_auth,
             headers=all_headers,
             max_response_size=max_response_size,
+            redactor=redactor,
         )
 
 
 class TargetClient:
     """One target's view of the shared session: its base URL, TLS, auth, proxy and body cap."""
+
+    #: the target's secrets: every failure detail this client makes is redacted with it
+    #: (a client that delegates its requests, as OAuth2Client, keeps this default)
+    redactor: Redactor = PUBLIC
 
     def __init__(
         self,
@@ -287,8 +297,10 @@ class TargetClient:
         headers: Mapping[str, str],
         max_response_size: int,
         proxy_auth: aiohttp.BasicAuth | None = None,
+        redactor: Redactor = PUBLIC,
     ) -> None:
         self.http = http
+        self.redactor = redactor
         self.base_url = base_url
         # percent-encode what must be (spaces, non-ASCII); escapes already there stay
         self._encoded_base = quote(base_url, safe=_URL_SAFE)
@@ -345,7 +357,11 @@ class TargetClient:
             if params is not None:
                 kwargs["params"] = params
         try:
-            async with self.http.session.request(method, url, **kwargs) as resp:
+            # never follow a redirect: aiohttp would send our headers (x-api-key, a
+            # re-POSTed client secret) to whatever host the Location names
+            async with self.http.session.request(
+                method, url, allow_redirects=False, **kwargs
+            ) as resp:
                 status = resp.status
                 resp_headers = resp.headers
                 # an unexpected status decides the reason whatever its body holds (an
@@ -355,7 +371,7 @@ class TargetClient:
         except PollError:
             raise
         except (aiohttp.ClientError, OSError) as exc:
-            raise transport_failure(exc) from None
+            raise transport_failure(exc, self.redactor) from None
         if status not in ok:
             raise status_failure(status, resp_headers)
         response = Response(status, resp_headers, body)
@@ -396,7 +412,9 @@ class TargetClient:
         started = time.perf_counter()
         try:
             try:
-                async with self.http.session.request(method, url, **kwargs) as resp:
+                async with self.http.session.request(
+                    method, url, allow_redirects=False, **kwargs
+                ) as resp:
                     shown_url = _shown_url(resp.request_info.url, None)
                     sent = resp.request_info.headers
                     status = resp.status
@@ -411,7 +429,7 @@ class TargetClient:
             except PollError:
                 raise
             except (aiohttp.ClientError, OSError) as exc:
-                raise transport_failure(exc) from None
+                raise transport_failure(exc, self.redactor) from None
             if status not in ok:
                 raise status_failure(status, resp.headers)
             response = Response(status, resp.headers, body)
@@ -425,7 +443,7 @@ class TargetClient:
             error = "cancelled before it was complete (the poll timed out or was stopped)"
             raise
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = self.redactor.text(f"{type(exc).__name__}: {exc}")
             raise
         finally:
             trace.append(

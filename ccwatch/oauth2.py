@@ -8,7 +8,9 @@ keeps in the target's state) and
   (``grant_type=client_credentials``, ``client_id`` and ``client_secret`` in the form body,
   ``scope`` space-separated, plus ``endpoint_params``), through the same capped,
   error-mapped :meth:`TargetClient.request` as every other request (the target's TLS
-  settings, proxy and body cap apply to it too);
+  settings, proxy and body cap apply to it too, and a redirect is never followed: a
+  token endpoint answering 3xx fails the token request, and the client secret is never
+  sent to the host its ``Location`` names);
 - caches the token until shortly before it expires (``expires_in``, minus a tenth of
   its lifetime, at most a minute); a token without ``expires_in`` is kept until the API
   rejects it;
@@ -20,7 +22,9 @@ keeps in the target's state) and
 
 A failed token request fails the poll with reason ``auth`` (``rate_limited`` for a 429,
 with the server's ``Retry-After``) and a detail that starts with ``token request
-failed``; nothing is logged here: the scheduler logs the failed poll once.
+failed`` (a redirect's detail names its ``Location``, without userinfo), and counts in
+:attr:`TokenSource.failures`; nothing is logged here: the scheduler logs the failed poll
+once.
 
 Secrets (the client secret and the tokens) are kept in ``SecretStr`` and never appear in
 an exception message, a ``repr``, a log line or a metric.

@@ -16,7 +16,9 @@ before it are done. For each job it shows
   GMS probe's create, then its status request): the method and URL (without userinfo),
   the headers sent and the request body;
 - the answer: its status, how long the exchange took, its headers and the first
-  ``--body-limit`` bytes (default 2048) of its decoded body, or why none came;
+  ``--body-limit`` bytes (default 2048) of its decoded body, or why none came; a
+  redirect (3xx) is shown as it came, its ``Location`` among the headers, and is never
+  followed (the poll fails as ``http_status``);
 - the reading (its type and fields), or the failure's reason and detail, as the
   scheduler would record them (a time-out is ``timeout``, a ccwatch bug ``internal``);
 - the exposition lines the job would produce: its vendor series and its poll-health
@@ -28,17 +30,22 @@ Filters: ``--target`` and ``--endpoint`` may be repeated (either value matches).
 different labels must all match. A ``--target`` that names no configured target is an
 error.
 
-Secrets are kept out of the output. ``Authorization``, ``Proxy-Authorization``, ``Cookie``
-and ``Set-Cookie`` values are replaced by ``[redacted]`` (the auth scheme and the cookie
-names stay). Wherever they appear (URLs, header values, request and response bodies,
-failure details, label values), these are replaced too: every ``SecretStr`` of the
-configuration, every target's (basic auth password, OAuth2 client secret, API key, ...),
-the password of any URL in it, the credentials of the auth headers sent, the values of the
-``access_token``, ``refresh_token``, ``id_token``, ``client_secret``, ``password`` and
-``client_assertion`` fields of JSON and form bodies (token requests and answers), and
-the tokens the target's state holds; each as written, percent-encoded, JSON-, HTML- and
-base64-encoded (also inside a longer base64 text). A body is redacted before it is cut
-to ``--body-limit``. In text, control characters are shown escaped (``\\x1b``).
+Secrets are kept out of the output, by ccwatch's one redactor (:mod:`ccwatch.redact`,
+the one the daemon's failure details and logs go through). ``Authorization``,
+``Proxy-Authorization``, ``Cookie`` and ``Set-Cookie`` values are replaced by
+``[redacted]`` (the auth scheme and the cookie names stay). Wherever they appear (URLs,
+header values, request and response bodies, failure details, label values), these are
+replaced too: every secret of the configuration (every ``SecretStr``: a basic auth
+password, an OAuth2 client secret, an API key, ...; the password of any URL in it), the
+credentials of the auth headers sent, the values of the ``access_token``,
+``refresh_token``, ``id_token``, ``client_secret``, ``password`` and ``client_assertion``
+fields (however spelt: ``accessToken``) of request and response bodies, parsed or not (a
+token answer ccwatch rejects: a form sent as ``text/plain``, JSON after a BOM), and the
+tokens the target's state holds; each as written and in any mix of its percent-, JSON-
+and HTML-encodings, and base64-encoded (also inside a longer base64 text); the userinfo
+of any URL is removed. A body is redacted before it is cut to ``--body-limit``. In
+text, line breaks and other control characters are shown escaped (``\\n``, ``\\x1b``),
+so that no vendor string can print a line of the report.
 
 Exit status: 0 when every job succeeded, 1 when any failed, 2 for a usage or config
 error or when no job matches (with a message on stderr).
@@ -88,7 +95,6 @@ import base64
 import binascii
 import contextlib
 import dataclasses
-import html
 import json
 import os
 import re
@@ -97,9 +103,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final, TextIO
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
-
-from pydantic import BaseModel, SecretBytes, SecretStr
+from urllib.parse import parse_qsl
 
 from ccwatch.collector import (
     JobRenderer,
@@ -112,204 +116,41 @@ from ccwatch.config import ConfigBase, TargetConfig
 from ccwatch.daemon import build_group, target_states
 from ccwatch.errors import REASON_INTERNAL, ConfigError, PollError, TimeoutFailure
 from ccwatch.http import TRACE, Exchange, HttpClient
+from ccwatch.redact import CREDENTIAL_HEADERS, MAX_DEPTH, REDACTED, Redactor, secrets_in
 from ccwatch.scheduler import Job
 from ccwatch.sources import SOURCES, all_subject_labels, load_config
 from ccwatch.sources.base import Reading, SourceState
 
 __all__ = [
     "DEFAULT_BODY_LIMIT",
-    "REDACTED",
     "Filters",
-    "Redactor",
-    "encoded_forms",
     "exchange_secrets",
     "run_probe",
-    "secrets_in",
 ]
 
 DEFAULT_BODY_LIMIT: Final = 2048
-REDACTED: Final = "[redacted]"
-#: Headers whose value is a credential: the scheme is kept, the rest redacted.
-CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization"})
-#: Fields of JSON and form bodies whose values are secrets wherever they appear.
+#: Fields of JSON and form bodies whose values are secrets wherever they appear, however
+#: spelt: ``access_token``, ``accessToken``, ``Access-Token`` (compared as here, lowercase
+#: without ``_`` or ``-``).
 SECRET_FIELDS: Final = frozenset(
     {
-        "access_token",
-        "refresh_token",
-        "id_token",
-        "client_secret",
+        "accesstoken",
+        "refreshtoken",
+        "idtoken",
+        "clientsecret",
         "password",
-        "client_assertion",
+        "clientassertion",
     }
 )
 #: A cookie value shorter than this is redacted in its header, not searched for
 #: everywhere (``Set-Cookie: lang=en`` must not redact every "en").
 MIN_COOKIE_SECRET: Final = 8
-#: A piece of base64 shorter than this is not searched for (too likely by chance).
-MIN_BASE64_PIECE: Final = 8
-#: Nesting levels a secrets walk goes down at most.
-MAX_DEPTH: Final = 16
 
 # --------------------------------------------------------------------------- secrets
 
 
-def _base64_pieces(data: bytes, altchars: bytes | None) -> set[str]:
-    """What any base64 text containing ``data`` contains, whatever the alignment.
-
-    In base64, ``data`` starting at a byte offset ``k`` (mod 3) of the encoded stream
-    always yields the same characters for the bits that are all its own: those are
-    searched for, one piece per alignment.
-    """
-    pieces = set()
-    for k in range(3):
-        encoded = base64.b64encode(bytes(k) + data, altchars).decode()
-        piece = encoded[(8 * k + 5) // 6 : (8 * (k + len(data))) // 6]
-        if len(piece) >= MIN_BASE64_PIECE:
-            pieces.add(piece)
-    return pieces
-
-
-_ESCAPE_RE: Final = re.compile(r"%[0-9A-F]{2}")
-
-
-def encoded_forms(secret: str) -> set[str]:
-    """``secret`` as written and in the encodings it is likely to be seen in."""
-    forms = {
-        secret,
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret, safe=""),
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        html.escape(secret),
-        html.escape(secret, quote=False),
-    }
-    forms |= {_ESCAPE_RE.sub(lambda m: m.group().lower(), form) for form in forms if "%" in form}
-    data = secret.encode()
-    for altchars in (None, b"-_"):
-        whole = base64.b64encode(data, altchars).decode()
-        forms |= {whole, whole.rstrip("=")}
-        forms |= _base64_pieces(data, altchars)
-    forms.discard("")
-    return forms
-
-
-class Redactor:
-    """Replaces every known secret in a text by ``[redacted]``, in its usual encodings.
-
-    Secrets can be added at any time (a token learnt from a token response); the
-    pattern is rebuilt at the next use.
-    """
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-        self._stale = False
-        self.add(secrets)
-
-    def add(self, secrets: Iterable[str]) -> None:
-        for secret in secrets:
-            if secret and secret not in self._secrets:
-                self._secrets.add(secret)
-                self._stale = True
-
-    def _compiled(self) -> re.Pattern[str] | None:
-        if self._stale:
-            forms: set[str] = set()
-            for secret in self._secrets:
-                forms |= encoded_forms(secret)
-            # the longest first: a secret that contains another is replaced whole
-            ordered = sorted(forms, key=lambda form: (-len(form), form))
-            self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-            self._stale = False
-        return self._pattern
-
-    def text(self, value: str) -> str:
-        """``value`` with every known secret replaced."""
-        pattern = self._compiled()
-        return value if pattern is None else pattern.sub(REDACTED, value)
-
-    def header(self, name: str, value: str) -> str:
-        """A header's value as it may be shown."""
-        lowered = name.lower()
-        if lowered in CREDENTIAL_HEADERS:
-            scheme, sep, _ = value.strip().partition(" ")
-            if sep and scheme.replace("-", "").isalnum():
-                return f"{scheme} {REDACTED}"
-            return REDACTED
-        if lowered == "cookie":
-            return "; ".join(self._cookie(part) for part in value.split(";") if part.strip())
-        if lowered == "set-cookie":
-            first, *attributes = value.split(";")
-            return "; ".join([self._cookie(first), *(self.text(a.strip()) for a in attributes)])
-        return self.text(value)
-
-    def _cookie(self, pair: str) -> str:
-        name, sep, _ = pair.strip().partition("=")
-        return f"{self.text(name)}={REDACTED}" if sep else REDACTED
-
-
-def _url_passwords(text: str) -> list[str]:
-    """The password of ``text`` if it is a URL with userinfo, as written and decoded."""
-    if "@" not in text or "://" not in text:
-        return []
-    try:
-        password = urlsplit(text.strip()).password
-    except ValueError:
-        return []
-    return [password, unquote(password)] if password else []
-
-
-def _attributes(value: object) -> list[object]:
-    out = list(vars(value).values()) if hasattr(value, "__dict__") else []
-    for cls in type(value).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        for slot in (slots,) if isinstance(slots, str) else slots:
-            if slot not in ("__dict__", "__weakref__") and hasattr(value, slot):
-                out.append(getattr(value, slot))
-    return out
-
-
-def secrets_in(value: object) -> list[str]:
-    """Every secret found in ``value``, walked recursively: ``SecretStr`` and
-    ``SecretBytes`` values and the passwords of URLs with userinfo, in pydantic models,
-    dataclasses, mappings, sequences and ccwatch's own objects (a target's state)."""
-    found: list[str] = []
-    seen: set[int] = set()
-
-    def walk(item: object, depth: int) -> None:
-        if depth > MAX_DEPTH or item is None or isinstance(item, bool | int | float | bytes):
-            return
-        if isinstance(item, SecretStr):
-            found.append(item.get_secret_value())
-            return
-        if isinstance(item, SecretBytes):
-            found.append(item.get_secret_value().decode("utf-8", "replace"))
-            return
-        if isinstance(item, str):
-            found.extend(_url_passwords(item))
-            return
-        if id(item) in seen:
-            return
-        seen.add(id(item))
-        children: Iterable[object]
-        if isinstance(item, BaseModel):
-            children = [getattr(item, name) for name in type(item).model_fields]
-        elif isinstance(item, Mapping):
-            children = [*item.keys(), *item.values()]
-        elif isinstance(item, list | tuple | set | frozenset):
-            children = item
-        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
-            children = [getattr(item, field.name) for field in dataclasses.fields(item)]
-        elif type(item).__module__.startswith("ccwatch.") and not isinstance(item, type):
-            children = _attributes(item)
-        else:
-            return
-        for child in children:
-            walk(child, depth + 1)
-
-    walk(value, 0)
-    return [secret for secret in found if secret]
+def _secret_field(key: object) -> bool:
+    return re.sub(r"[_\-]", "", str(key).lower()) in SECRET_FIELDS
 
 
 def _field_secrets(data: object, depth: int = 0) -> Iterable[str]:
@@ -318,7 +159,7 @@ def _field_secrets(data: object, depth: int = 0) -> Iterable[str]:
         return
     if isinstance(data, dict):
         for key, value in data.items():
-            if isinstance(value, str) and str(key).lower() in SECRET_FIELDS:
+            if isinstance(value, str) and _secret_field(key):
                 yield value
             else:
                 yield from _field_secrets(value, depth + 1)
@@ -327,22 +168,33 @@ def _field_secrets(data: object, depth: int = 0) -> Iterable[str]:
             yield from _field_secrets(value, depth + 1)
 
 
-def _body_secrets(body: bytes | None, content_type: str, *, form: bool) -> list[str]:
-    """Secret fields of a JSON body, or of a form (``form``: always try)."""
+#: A secret field in a text that is not valid JSON nor a form (a BOM before the JSON, a
+#: cut body, ``key: value`` lines): its name, quoted or not, ``:`` or ``=``, its value.
+_FIELD_IN_TEXT: Final = re.compile(
+    r"""(?i)(?<![a-z0-9])["']?(access[_-]?token|refresh[_-]?token|id[_-]?token|"""
+    r"""client[_-]?secret|password|client[_-]?assertion)["']?\s*[:=]\s*["']?([^"'&\s,;}<>]+)"""
+)
+#: Values the text search finds that are not secrets.
+_NOT_SECRETS: Final = frozenset({"null", "true", "false", "undefined"})
+
+
+def _body_secrets(body: bytes | None) -> list[str]:
+    """Secret fields of a body, whatever its content type says: as JSON (after a BOM),
+    as a form, and searched for in the text (a token answer ccwatch could not parse)."""
     if not body:
         return []
+    text = body.decode("utf-8", "replace").lstrip("\ufeff")
     found: list[str] = []
-    if body.lstrip()[:1] in (b"{", b"["):
+    if text.lstrip()[:1] in ("{", "["):
         with contextlib.suppress(ValueError):
-            found.extend(_field_secrets(json.loads(body)))
-    if form or "x-www-form-urlencoded" in content_type.lower():
-        text = body.decode("utf-8", "replace")
-        found.extend(v for k, v in parse_qsl(text, keep_blank_values=True) if k in SECRET_FIELDS)
+            found.extend(_field_secrets(json.loads(text)))
+    found.extend(v for k, v in parse_qsl(text.strip(), keep_blank_values=True) if _secret_field(k))
+    found.extend(
+        value
+        for _, value in _FIELD_IN_TEXT.findall(text)
+        if len(value) >= 4 and value.lower() not in _NOT_SECRETS
+    )
     return found
-
-
-def _header(headers: Sequence[tuple[str, str]], name: str) -> str:
-    return next((value for key, value in headers if key.lower() == name), "")
 
 
 def exchange_secrets(exchange: Exchange) -> list[str]:
@@ -368,10 +220,8 @@ def exchange_secrets(exchange: Exchange) -> list[str]:
                 cookie = pair.partition("=")[2].strip()
                 if len(cookie) >= MIN_COOKIE_SECRET:
                     found.append(cookie)
-    request_type = _header(exchange.request_headers, "content-type")
-    found += _body_secrets(exchange.request_body, request_type, form=True)
-    response_type = _header(exchange.response_headers, "content-type")
-    found += _body_secrets(exchange.body, response_type, form=False)
+    found += _body_secrets(exchange.request_body)
+    found += _body_secrets(exchange.body)
     return [secret for secret in found if secret]
 
 
@@ -495,7 +345,9 @@ def _exposition(poll: _Poll, outcome: _Outcome) -> tuple[PollError | None, list[
     names = {family.name for family in store.families()}
     lines = []
     for chunk in store.chunks(openmetrics=False):
-        for line in chunk.decode().splitlines():
+        # lines end in \n only: a label value may hold a \r (the text format escapes
+        # \n, \\ and \" alone), which must not cut its line
+        for line in chunk.decode().split("\n"):
             match = _FAMILY_RE.match(line)
             if match is not None and match.group() in names:
                 lines.append(line)
@@ -599,19 +451,26 @@ def _report(poll: _Poll, outcome: _Outcome, redactor: Redactor, body_limit: int)
 # --------------------------------------------------------------------------- text
 
 
-#: Control characters, and the bidirectional overrides a terminal would obey.
+#: Control characters (line feeds included: a vendor's string must not start a line of
+#: its own), and the bidirectional overrides a terminal would obey. A tab stays.
 _UNPRINTABLE: Final = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]"
 )
+_SHORT_ESCAPES: Final = {"\n": "\\n", "\r": "\\r"}
 
 
 def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
+    char = match.group()
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _printable(text: str) -> str:
-    """``text`` safe to write to a terminal: control characters shown escaped."""
+    """``text`` safe to write to a terminal on one line: line breaks and other control
+    characters shown escaped (``\\n``, ``\\x1b``). Everything text mode prints from a
+    report passes through here (a body through :func:`_lines`, line by line)."""
     return _UNPRINTABLE.sub(_escaped, text)
 
 

@@ -39,8 +39,18 @@ from typing import Any
 
 import structlog
 
-from ccwatch.collector import JobRenderer, MetricStore
+from ccwatch.collector import (
+    MAX_DETAIL_CHARS,
+    MAX_LABEL_CHARS,
+    CappedReading,
+    JobRenderer,
+    MetricStore,
+    cap,
+    cap_fields,
+)
 from ccwatch.errors import REASON_INTERNAL, PollError, TimeoutFailure
+from ccwatch.logs import EventHistory
+from ccwatch.redact import PUBLIC, Redactor
 from ccwatch.sources.base import Reading
 
 log = structlog.get_logger("ccwatch.scheduler")
@@ -55,8 +65,11 @@ MAX_INITIAL_SPREAD = 60.0
 FRESH_INTERVALS = 2.0
 #: Seconds between two freshness sweeps on the loop (scrapes sweep as well).
 SWEEP_EVERY = 1.0
-#: Transition events kept for ``/logs``.
+#: Transition events kept for ``/logs``, at most.
 HISTORY = 500
+#: ... and at most this many bytes of them, as JSON lines (each field is capped at
+#: collector.MAX_DETAIL_CHARS; the oldest events go first).
+HISTORY_BYTES = 1024 * 1024
 #: Distinct watched states kept as shared dicts (see Scheduler._shared_watched).
 MAX_SHARED_STATES = 10_000
 #: Width of a timer-wheel slot in seconds.
@@ -90,6 +103,7 @@ class TargetGroup:
         "key",
         "labels",
         "name",
+        "redactor",
         "shape",
         "source",
         "timing",
@@ -106,8 +120,12 @@ class TargetGroup:
         timing: tuple[float, float, float] | None = None,
         jobs: Iterable[Job] = (),
         labels: str = "",
+        redactor: Redactor = PUBLIC,
     ) -> None:
         self.name = name
+        #: the target's secrets: a failure's detail is redacted with it before it is kept
+        #: or logged
+        self.redactor = redactor
         #: the target's static labels as text (``collector.static_labels_text``)
         self.labels = labels
         self.url = url
@@ -291,7 +309,7 @@ class Scheduler:
         *,
         max_concurrency: int,
         wall_clock: Callable[[], float] = time.time,
-        history: deque[dict[str, Any]] | None = None,
+        history: EventHistory | None = None,
         groups: Iterable[TargetGroup] = (),
         render: JobRenderer | None = None,
     ) -> None:
@@ -301,7 +319,7 @@ class Scheduler:
         self.max_concurrency = max_concurrency
         self._wall = wall_clock
         #: The most recent transition events (also logged), newest last, for ``/logs``.
-        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY) if history is None else history
+        self.history = EventHistory(HISTORY, HISTORY_BYTES) if history is None else history
         self.groups: dict[str, TargetGroup] = {}
         self._ids = itertools.count(1)
         self._group_keys = itertools.count(-1, -1)  # store keys apart from the jobs' ids
@@ -822,14 +840,18 @@ class Scheduler:
     # ----------------------------------------------------------------- recording
 
     def _event(self, level: str, event: str, **fields: Any) -> None:
-        """Log a transition, and keep it in :attr:`history`."""
-        getattr(log, level)(event, **fields)
-        self.history.append({"timestamp": self._wall(), "level": level, "event": event, **fields})
+        """Log a transition, and keep it in :attr:`history`; every string field is capped
+        at MAX_DETAIL_CHARS first (a vendor's words can be any length)."""
+        capped = cap_fields(fields, MAX_DETAIL_CHARS)
+        getattr(log, level)(event, **capped)
+        self.history.append({"timestamp": self._wall(), "level": level, "event": event, **capped})
 
     def _record_success(
         self, job: Job, reading: Reading, duration: float, now: float, wall: float
     ) -> None:
-        self.render.success(job, reading.samples(), duration, wall)
+        if self.render.success(job, reading.samples(), duration, wall):
+            # a label value was over its cap: keep (and show) the reading as exported
+            reading = CappedReading(reading)
         job.reading = reading
         job.last_error = None
         job.last_success = wall
@@ -855,7 +877,8 @@ class Scheduler:
             )
         job.stale = False
         job.stale_since = None
-        watched = reading.watched()
+        # capped like a label value: the values go into the state_changed event, twice
+        watched = cap_fields(reading.watched(), MAX_LABEL_CHARS)
         if watched and watched != job.watched:
             if job.watched is not None:
                 previous = {f"previous_{k}": v for k, v in job.watched.items()}
@@ -878,7 +901,11 @@ class Scheduler:
         job.stale = False
         job.stale_since = None
         job.reading = None
-        job.last_error = error.detail
+        # a detail may hold a library's text or a server's words: redacted before it is
+        # stored (status page, API) or logged (process log, /logs)
+        redactor = job.group.redactor if job.group is not None else PUBLIC
+        # ... then capped: a server's words can be any length
+        detail = job.last_error = cap(redactor.text(error.detail), MAX_DETAIL_CHARS)
         reason = error.reason
         errors = job.errors
         if errors is None:
@@ -887,7 +914,7 @@ class Scheduler:
         self.render.failure(job, duration)
         job.failures += 1
         if job.failures == 1 or reason != job.last_reason:
-            fields: dict[str, Any] = {**job.log_fields, "reason": reason, "error": error.detail}
+            fields: dict[str, Any] = {**job.log_fields, "reason": reason, "error": detail}
             if error.retry_after is not None:
                 fields["retry_after_seconds"] = min(error.retry_after, job.max_retry_after)
             if job.failures == 1:

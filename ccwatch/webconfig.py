@@ -354,7 +354,8 @@ class HTTPServerConfig(_WebModel):
 
 
 class RateLimit(_WebModel):
-    """``rate_limit``: a token bucket; ``interval: 0`` turns it off."""
+    """``rate_limit``: token buckets per client, after basic auth (see
+    :class:`ccwatch.webauth.RateLimit`); ``interval: 0`` turns it off."""
 
     interval: GoDuration = 0.0
     burst: int = Field(default=0, ge=0, strict=True)
@@ -495,10 +496,11 @@ class _AlertingSSLObject(ssl.SSLObject):
     fails, dropping the alert OpenSSL has just written: the client sees a reset instead
     of the reason (``protocol version``, ``certificate required``). This reports "want
     read" once instead, so that asyncio sends what OpenSSL wrote, and fails the next
-    time, when the client hangs up or writes (asyncio's handshake timeout bounds a client
-    that does neither). uvloop's SSL protocol is a port of asyncio's and behaves the same
-    (it calls the context's ``wrap_bio`` and sends what is pending on "want read"); the
-    handshake tests run on both loops.
+    time, when the client hangs up or writes (the server's handshake deadline,
+    :data:`ccwatch.web.HANDSHAKE_TIMEOUT`, bounds a client that does neither). uvloop's
+    SSL protocol is a port of asyncio's and behaves the same (it calls the context's
+    ``wrap_bio`` and sends what is pending on "want read"); the handshake tests run on
+    both loops.
     """
 
     _outgoing: ssl.MemoryBIO | None = None

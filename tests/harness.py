@@ -87,6 +87,21 @@ async def serving(client: type[S], **kwargs: Any) -> AsyncIterator[S]:
 
 
 @asynccontextmanager
+async def local_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` (a test's own fake server) on a free port of 127.0.0.1; yields its
+    base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
 async def simulator(**kwargs: Any) -> AsyncIterator[Sim]:
     """The simulator on 127.0.0.1, with evolution off unless ``tick`` is given."""
     async with serving(Sim, **{"tick": 0, "seed": 1, **kwargs}) as sim:

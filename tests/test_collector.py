@@ -11,10 +11,16 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccwatch.collector import (
+    ELLIPSIS,
+    MAX_DETAIL_CHARS,
+    MAX_LABEL_CHARS,
+    CappedReading,
     JobRenderer,
     MetricStore,
     SampleError,
     SampleRenderer,
+    cap,
+    cap_fields,
     check_samples,
     core_families,
 )
@@ -197,3 +203,82 @@ def test_the_label_text_cache_is_bounded() -> None:
     for i in range(SampleRenderer.MAX_CACHED + 10):
         renderer.labels_after("v_state", 2, (str(i),))
     assert len(renderer._extra) <= SampleRenderer.MAX_CACHED
+
+
+# --------------------------------------------------------------------------- vendor strings
+
+
+def test_cap_cuts_a_long_string_and_marks_the_cut() -> None:
+    assert cap("abc", 3) == "abc"
+    assert cap("abcd", 3) == "ab" + ELLIPSIS
+    assert cap("", 3) == ""
+    long = "x" * 10_000
+    assert cap(long) == "x" * (MAX_LABEL_CHARS - 1) + ELLIPSIS
+    assert len(cap(long, MAX_DETAIL_CHARS)) == MAX_DETAIL_CHARS
+    short = {"a": "x", "n": 3}
+    assert cap_fields(short, 3) is short  # nothing cut: the very mapping
+    assert cap_fields({"a": "xxxx", "n": 3, "b": "y"}, 3) == {
+        "a": "xx" + ELLIPSIS,
+        "n": 3,
+        "b": "y",
+    }
+
+
+def test_a_long_label_value_is_capped_not_cached_and_reported() -> None:
+    s = rendering_store()
+    render = JobRenderer(s)
+    j = job(entry_point="1000")
+    render.bind(j)
+    huge = "s" * 600_000
+    assert render.success(j, [("v_state", (huge,), 1.0), ("v_plain", (), 2.0)], 0.1, 1.0)
+    text = s.render().decode()
+    assert len(text) < 20_000
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    [sample] = families["v_state"].samples
+    assert sample.labels["state"] == "s" * (MAX_LABEL_CHARS - 1) + ELLIPSIS
+    # the label text cache keeps no key that holds the whole string
+    assert not [key for key in render.samples._extra if huge in key[2]]
+    # the next poll with short values says nothing was capped
+    assert not render.success(j, [("v_state", ("ok",), 1.0)], 0.1, 2.0)
+    limit = "s" * MAX_LABEL_CHARS
+    assert not render.success(j, [("v_state", (limit,), 1.0)], 0.1, 3.0)  # at the cap: kept
+    assert f'state="{limit}"' in s.render().decode()
+
+
+def test_the_sample_renderer_caps_label_values_of_any_sample() -> None:
+    s = rendering_store()
+    renderer = SampleRenderer(s)
+    lines = renderer.lines([("v_state", ("z" * 5000,), 1.0)], 'target="t",entry_point="1"', 2)
+    value = "z" * (MAX_LABEL_CHARS - 1) + ELLIPSIS
+    assert lines["v_state"] == f'v_state{{target="t",entry_point="1",state="{value}"}} 1\n'
+    assert renderer.capped
+
+
+class _Reading:
+    def __init__(self, state: str, with_describe: bool = True) -> None:
+        self.state = state
+        self.with_describe = with_describe
+
+    def samples(self) -> list[tuple[str, tuple[str, ...], float]]:
+        return [("v_state", (self.state,), 1.0), ("v_plain", (), 2.0)]
+
+    def watched(self) -> dict[str, str]:
+        return {"state": self.state, "other": "short"}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "describe" and self.__dict__["with_describe"]:
+            return lambda: f"state {self.state}"
+        raise AttributeError(name)
+
+
+def test_a_capped_reading_shows_what_was_exported() -> None:
+    huge = "h" * 600_000
+    reading = CappedReading(_Reading(huge))
+    label = "h" * (MAX_LABEL_CHARS - 1) + ELLIPSIS
+    assert list(reading.samples()) == [("v_state", (label,), 1.0), ("v_plain", (), 2.0)]
+    assert reading.watched() == {"state": label, "other": "short"}
+    describe = reading.describe
+    assert describe() == ("state " + huge)[: MAX_DETAIL_CHARS - 1] + ELLIPSIS
+    assert reading.state is huge  # any other attribute is the reading's own
+    bare = CappedReading(_Reading(huge, with_describe=False))
+    assert getattr(bare, "describe", None) is None  # no describe() of its own either

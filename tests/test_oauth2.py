@@ -21,6 +21,7 @@ from ccwatch.oauth2 import (
     TokenSource,
     parse_token_response,
 )
+from tests.harness import local_app
 
 SECRET = "s3cr3t-client-secret"
 
@@ -87,16 +88,9 @@ async def server() -> AsyncIterator[Server]:
     app = web.Application()
     app.router.add_post("/oauth2/token", srv.token)
     app.router.add_get("/api", srv.api)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    srv.url = f"http://127.0.0.1:{port}"
-    try:
+    async with local_app(app) as url:
+        srv.url = url
         yield srv
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

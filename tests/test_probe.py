@@ -25,16 +25,8 @@ from yarl import URL
 from ccwatch.errors import PollError
 from ccwatch.http import TRACE, Exchange, HttpClient
 from ccwatch.oauth2 import Token
-from ccwatch.probe import (
-    REDACTED,
-    Filters,
-    Redactor,
-    _cut,
-    _printable,
-    encoded_forms,
-    exchange_secrets,
-    secrets_in,
-)
+from ccwatch.probe import Filters, _cut, _printable, exchange_secrets
+from ccwatch.redact import REDACTED, Redactor, secrets_in
 from ccwatch.scheduler import Job
 from ccwatch.simulator.alvaria import TOKEN_PATH
 from ccwatch.simulator.context_service import DEFAULT_USERNAME
@@ -42,6 +34,7 @@ from ccwatch.sources import parse_config
 from ccwatch.sources.alvaria_context_cookies import AlvariaContextCookiesTarget, TokenState
 from ccwatch.sources.base import Reading
 from tests.harness import Sim, ece_config, gms_probe_target, simulator, write_config
+from tests.test_redact import SECRET, assert_no_leak, encodings
 
 CCWATCH = (sys.executable, "-m", "ccwatch")
 INVALID = Path(__file__).parent / "testdata" / "config" / "invalid"
@@ -632,6 +625,91 @@ async def test_a_failed_token_request_is_shown_without_its_secret(sim: Sim, tmp_
     assert CLIENT_SECRET not in result.out
 
 
+async def test_a_secret_echoed_in_every_encoding_is_redacted(tmp_path: Path) -> None:
+    forms = encodings(SECRET)
+    body = "\n".join(f"{name}: {form}" for name, form in forms.items())
+    async with simulator(context_service_password=SECRET) as sim:
+        await sim.fault(
+            "/contextserviceregistration",
+            "status",
+            status=500,
+            body=body,
+            headers={"X-Echo": forms["encodeURIComponent"], "X-Go": forms["go-json"]},
+        )
+        target = {**cs_target(sim), "basic_auth": {"username": "admin", "password": SECRET}}
+        path = config_file(tmp_path, target)
+        text = await probe(path, "--body-limit", "100000")
+        json_result = await probe(path, "--body-limit", "100000", "--format", "json")
+    assert text.code == json_result.code == 1, text.out + text.err
+    (job,) = json_result.jobs()
+    (exchange,) = job["exchanges"]
+    assert exchange["body"].split("\n") == [f"{name}: {REDACTED}" for name in forms]
+    assert ["X-Echo", REDACTED] in exchange["response_headers"]
+    assert ["X-Go", REDACTED] in exchange["response_headers"]
+    assert f"  < %7E: {REDACTED}\n" in text.out
+    for result in (text, json_result):
+        assert_no_leak(result.out + result.err, SECRET, "probe")
+
+
+#: a token the token endpoint hands out in an answer ccwatch rejects
+REJECTED_TOKEN = "tok-3e9a1f7c5b2d"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", f"access_token={REJECTED_TOKEN}&token_type=bearer&expires_in=3600"),
+        (
+            "application/json",
+            "\ufeff" + json.dumps({"access_token": REJECTED_TOKEN, "token_type": "bearer"}),
+        ),
+        ("application/json", json.dumps({"accessToken": REJECTED_TOKEN, "expiresIn": 3600})),
+        ("application/json", f'{{"access_token": "{REJECTED_TOKEN}", "token_type": '),
+    ],
+    ids=["text-plain-form", "bom-json", "accessToken", "cut-json"],
+)
+async def test_a_token_answer_ccwatch_rejects_is_redacted(
+    sim: Sim, tmp_path: Path, content_type: str, body: str
+) -> None:
+    await sim.fault(
+        TOKEN_PATH, "status", status=200, body=body, headers={"Content-Type": content_type}
+    )
+    path = config_file(tmp_path, alvaria_target(sim, collections=["channels"]))
+    text = await probe(path)
+    json_result = await probe(path, "--format", "json")
+    assert text.code == json_result.code == 1
+    assert "== alvaria channels: FAILED auth: token request failed: " in text.out
+    (job,) = json_result.jobs()
+    (token,) = job["exchanges"]  # the answer was rejected: no API call
+    assert token["status"] == 200
+    assert REDACTED in token["body"], token["body"]
+    for result in (text, json_result):
+        assert_no_leak(result.out + result.err, REJECTED_TOKEN, "probe")
+
+
+async def test_a_vendor_string_cannot_forge_a_report_line(sim: Sim, tmp_path: Path) -> None:
+    forged = "== probe probe: OK (1.0 ms)"
+    status = f"waiting-for-agent\n{forged}\r\n  reading: forged\x1b[2K\u2028x\x85y"
+    await sim.put("gms/status", {"status": status})
+    result = await probe(config_file(tmp_path, gms_probe_target(sim)))
+    assert result.code == 0, result.out + result.err
+    lines = result.out.splitlines()
+    # one report line, the real one; the vendor's string on its own line, escaped
+    assert [line for line in lines if line.startswith("==")] == [
+        next(line for line in lines if line.startswith("== probe probe gms_service="))
+    ]
+    assert "  reading: ProbeReading" in lines
+    assert not [line for line in lines if line.startswith("  reading: forged")]
+    escaped = f"waiting-for-agent\\n{forged}\\r\\n  reading: forged\\x1b[2K\\u2028x\\x85y"
+    assert f"    status: {escaped}" in lines
+    # the label value keeps its line too, whole
+    assert any(
+        line.startswith("    ccwatch_gms_service_status{") and "x85y" in line for line in lines
+    )
+    for char in "\x1b\r\u2028\x85":
+        assert char not in result.out, repr(char)
+
+
 # --------------------------------------------------------------------------- the trace hook
 
 
@@ -766,8 +844,6 @@ def test_redaction_details() -> None:
     redactor.add(["later-token"])
     assert redactor.text("Bearer later-token") == f"Bearer {REDACTED}"
     assert Redactor().text("anything") == "anything"
-    assert "abc" in encoded_forms("abc")
-    assert "" not in encoded_forms("abc")
 
 
 def test_credential_and_cookie_headers_are_redacted_whatever_their_value() -> None:
@@ -871,4 +947,5 @@ def test_a_cut_body_never_ends_in_half_a_marker_or_a_character() -> None:
 
 def test_text_is_made_safe_for_a_terminal() -> None:
     assert _printable("\x1b[31mred\x07\ttab") == "\\x1b[31mred\\x07\ttab"
+    assert _printable("one\ntwo\rthree\x0bfour") == "one\\ntwo\\rthree\\x0bfour"
     assert _printable("a\u202eb\x85") == "a\\u202eb\\x85"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -319,6 +321,233 @@ async def test_basic_auth_alone_on_plain_http(sim: Sim, tmp_path: Path) -> None:
         assert (await get(f"{d.url}/-/ready"))[0] in (200, 503)  # public: readiness
         assert (await get(f"{d.url}/api/v1/targets"))[0] == 401
         assert (await get(f"{d.url}/logs"))[0] == 401
+
+
+# --------------------------------------------------------------------------- floods
+
+
+#: about 60 ms a check: a flood keeps the bcrypt queue full
+SLOW_HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+GUESSERS = MAX_WAITING + 8
+#: at most this many guesses per connection: the flood ends by itself
+GUESSES_EACH = 60
+
+
+async def until(condition: Any, what: str, within: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def raw_get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, headers: dict[str, str]
+) -> tuple[int, bool] | None:
+    """One GET on an open connection: the answer's status and whether the server keeps
+    the connection; None if it closed the connection without an answer. (Over raw
+    sockets: aiohttp's client silently retries a GET the server dropped.)"""
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    fields = dict(
+        line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:] if ": " in line
+    )
+    await reader.readexactly(int(fields.get("Content-Length", "0")))
+    return int(head.split(b" ", 2)[1]), fields.get("Connection", "").lower() != "close"
+
+
+@pytest.mark.both_loops
+async def test_a_password_flood_across_a_reload_never_locks_out_a_cached_scrape(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """Defects 4 and 12: a reload emptied the bcrypt cache, so a scrape whose password had
+    been verified waited behind the flood again (401 while the queue was full), and the
+    checks queued at the reload were cancelled, their connections closed unanswered."""
+    web = {"basic_auth_users": {"prometheus": SLOW_HASH}}
+    async with secured(sim, tmp_path, web) as d, asyncio.timeout(120):
+        url = f"{d.url}/metrics"
+        host, port = d.daemon.bound[0]
+        assert (await get(url, headers=AUTH))[0] == 200  # verified once: cached
+        before = d.daemon.security.auth
+        assert before is not None
+        stop = asyncio.Event()
+        answers: list[int] = []
+        dropped: list[int] = []
+
+        async def guesser() -> None:
+            # one keep-alive connection each, a random password each time
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                for _ in range(GUESSES_EACH):
+                    if stop.is_set():
+                        return
+                    guess = basic("prometheus", secrets.token_urlsafe(12))
+                    answer = await raw_get(reader, writer, "/metrics", guess)
+                    if answer is not None:
+                        answers.append(answer[0])
+                    else:
+                        dropped.append(1)
+                    if answer is None or not answer[1]:
+                        writer.close()
+                        reader, writer = await asyncio.open_connection(host, port)
+                    await asyncio.sleep(0.02)
+            finally:
+                writer.close()
+
+        flood = [asyncio.create_task(guesser()) for _ in range(GUESSERS)]
+        try:
+            await until(lambda: before.stats.refused_busy > 0, "a full bcrypt queue")
+            # the reload (another user, so the web config changes) while checks are queued
+            web["basic_auth_users"]["grafana"] = HASH
+            write(tmp_path / "web.yml", web)
+            async with d.session.post(f"{d.url}/-/reload", headers=AUTH) as resp:
+                assert resp.status == 200, await resp.text()
+            after = d.daemon.security.auth
+            assert after is not None
+            assert after is not before
+            # the flood has filled the queue again since the reload
+            busy = after.stats.refused_busy
+            await until(lambda: after.stats.refused_busy > busy, "a full queue after the reload")
+            legit = []
+            for _ in range(10):
+                legit.append((await get(url, headers=AUTH))[0])
+                await asyncio.sleep(0.05)  # a guess every 20 ms per connection meanwhile
+            assert after.stats.refused_busy > busy + 1, "the flood was over too soon"
+        finally:
+            stop.set()
+            await asyncio.gather(*flood)
+    assert legit == [200] * 10
+    assert not dropped  # every guess answered, those queued at the reload included
+    assert answers
+    assert set(answers) == {401}
+
+
+@pytest.mark.both_loops
+async def test_an_unauthenticated_flood_never_rate_limits_authenticated_scrapes(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """Defect 5: one global bucket, checked before auth, let five clients without the
+    password make Prometheus's scrapes 429, and limited /-/healthy too."""
+    web = {
+        "basic_auth_users": {"prometheus": HASH},
+        "rate_limit": {"interval": "1h", "burst": 20},  # no refill during the test
+    }
+    async with (
+        secured(sim, tmp_path, web, public_paths=["/-/healthy", "/-/ready"]) as d,
+        asyncio.timeout(60),
+    ):
+        url = f"{d.url}/metrics"
+        assert (await get(url, headers=AUTH))[0] == 200  # checked, then charged to the user
+
+        async def stranger(n: int) -> list[int]:
+            statuses = []
+            async with aiohttp.ClientSession() as session:
+                for i in range(10):
+                    headers = basic("prometheus", f"guess-{n}-{i}") if i % 2 else {}
+                    async with session.get(url, headers=headers) as resp:
+                        statuses.append(resp.status)
+            return statuses
+
+        async def prometheus() -> list[int]:
+            statuses = []
+            for _ in range(10):
+                statuses.append((await get(url, headers=AUTH))[0])
+                await asyncio.sleep(0.01)
+            return statuses
+
+        legit, *strangers = await asyncio.gather(prometheus(), *(stranger(n) for n in range(5)))
+        assert legit == [200] * 10
+        # the strangers share 127.0.0.1's bucket of 20: 20 answers, then 429s
+        assert Counter(s for statuses in strangers for s in statuses) == {401: 20, 429: 30}
+        # the probes are never limited, though the address's bucket is empty
+        for _ in range(10):
+            assert (await get(f"{d.url}/-/healthy"))[0] == 200
+            assert (await get(f"{d.url}/-/ready"))[0] in (200, 503)
+        assert (await get(f"{d.url}/metrics"))[0] == 429  # 127.0.0.1 without credentials
+        # another address has a bucket of its own
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(url) as resp,
+        ):
+            assert resp.status == 401
+        # and Prometheus still scrapes
+        assert (await get(url, headers=AUTH))[0] == 200
+
+
+async def raw_exchange(d: Running, head: str, body: bytes = b"") -> list[str]:
+    """Send ``head``; the status line of the first answer; then, if it is a 100 Continue,
+    send ``body`` and add the final answer's status line."""
+    host, port = d.daemon.bound[0]
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(head.replace("\n", "\r\n").encode())
+        await writer.drain()
+        lines = [(await asyncio.wait_for(reader.readline(), 10)).decode().strip()]
+        if lines[0].startswith("HTTP/1.1 100"):
+            assert (await asyncio.wait_for(reader.readline(), 10)) == b"\r\n"
+            writer.write(body)
+            await writer.drain()
+            lines.append((await asyncio.wait_for(reader.readline(), 10)).decode().strip())
+        return lines
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def expecting(path: str, headers: dict[str, str], *, method: str = "POST") -> str:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Length: 2"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+@pytest.mark.both_loops
+async def test_100_continue_only_after_auth(sim: Sim, tmp_path: Path) -> None:
+    """No ``100 Continue`` (an invitation to send the body) before basic auth is checked."""
+    web = {"basic_auth_users": {"prometheus": HASH}}
+    async with secured(sim, tmp_path, web, public_paths=["/-/healthy"]) as d:
+        cont = {"Expect": "100-continue"}
+        for refused in ({}, basic("prometheus", "wrong"), basic("mallory", PASSWORD)):
+            first = await raw_exchange(d, expecting("/-/reload", {**cont, **refused}), b"{}")
+            assert first == ["HTTP/1.1 401 Unauthorized"], refused
+        # the right password: 100 Continue, then the answer
+        assert await raw_exchange(d, expecting("/-/reload", {**cont, **AUTH}), b"{}") == [
+            "HTTP/1.1 100 Continue",
+            "HTTP/1.1 200 OK",
+        ]
+        # a public path needs no password for it
+        assert await raw_exchange(d, expecting("/-/healthy", cont, method="GET"), b"{}") == [
+            "HTTP/1.1 100 Continue",
+            "HTTP/1.1 200 OK",
+        ]
+        # an expectation ccwatch cannot meet, once admitted
+        weird = {"Expect": "something-else", **AUTH}
+        assert await raw_exchange(d, expecting("/-/reload", weird), b"{}") == [
+            "HTTP/1.1 417 Expectation Failed"
+        ]
+        assert await raw_exchange(d, expecting("/-/reload", {"Expect": "x"}), b"{}") == [
+            "HTTP/1.1 401 Unauthorized"
+        ]
+
+
+async def test_an_unknown_user_costs_what_most_known_users_cost(sim: Sim, tmp_path: Path) -> None:
+    """Defect 10: the dummy hash had the highest configured cost, so with mixed costs an
+    unknown user took longer than the cost-4 users, and could be told from them."""
+    cost6 = bcrypt.hashpw(b"admin-password", bcrypt.gensalt(6)).decode()
+    users = {"prometheus": HASH, "grafana": HASH, "admin": cost6}
+    async with secured(sim, tmp_path, {"basic_auth_users": users}) as d:
+        auth = d.daemon.security.auth
+        assert auth is not None
+        assert (await get(f"{d.url}/metrics", headers=basic("mallory", "guess")))[0] == 401
+        assert auth.dummy_cost == 4
+        assert auth.stats.runs_by_cost == {4: 1}  # the unknown user, at cost 4
+        assert (await get(f"{d.url}/metrics", headers=AUTH))[0] == 200
+        assert auth.stats.runs_by_cost == {4: 2}
 
 
 # --------------------------------------------------------------------------- healthcheck

@@ -20,6 +20,13 @@ status page (``"4 free chat slots"``); without one, the page words its values.
 Readings and states yield samples as data; the core checks them against the families'
 declared labels and renders the text. A source never sleeps, retries or catches
 time-outs: the scheduler owns time and failure.
+
+A source does not cap the strings it reads either: the core does, in one place, for
+every source. A label value (in samples and in ``watched()``) longer than
+:data:`MAX_LABEL_CHARS` is cut to that length ending in ``…``, on /metrics, in events,
+on the status page and in the targets API; a failure's detail, an event's field and
+``describe()`` are cut the same way at :data:`MAX_DETAIL_CHARS` (see
+:func:`ccwatch.collector.cap`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ccwatch.collector import MAX_DETAIL_CHARS as MAX_DETAIL_CHARS  # re-exported
+from ccwatch.collector import MAX_LABEL_CHARS as MAX_LABEL_CHARS  # re-exported
 from ccwatch.config import TargetConfig
 from ccwatch.exposition import Family as Family  # re-exported for source modules
 from ccwatch.http import TargetClient

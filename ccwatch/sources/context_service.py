@@ -49,10 +49,10 @@ XML_TYPES: Final = ("xml",)
 #: The documented states; any other state the server reports is exported too.
 STATES: Final = ("registered", "notRegistered")
 REGISTERED: Final = "registered"
-#: A state longer than this is not a state but a broken answer (and no label value).
+#: A state longer than this is not a state but a broken answer: the poll fails. (This is
+#: what a state is, not a cap: the core caps every vendor string, the management URL
+#: included, at MAX_LABEL_CHARS; see ccwatch.sources.base.)
 MAX_STATE_LENGTH: Final = 64
-#: A management URL longer than this is cut, so that a broken answer cannot make a huge label.
-MAX_URL_LENGTH: Final = 2048
 
 
 class ContextServiceTarget(TargetConfig):
@@ -124,7 +124,7 @@ def parse_registration(body: bytes) -> Registration:
     if len(state) > MAX_STATE_LENGTH or any(c.isspace() for c in state):
         raise ParseFailure(f"<state>: not a registration state: {state[:MAX_STATE_LENGTH]!r}")
     urls = _children(root, "managementUrl")
-    management_url = urls[0][:MAX_URL_LENGTH] if urls and urls[0] else None
+    management_url = urls[0] if urls and urls[0] else None  # capped by the core
     if state != REGISTERED:
         management_url = None  # only meaningful (and documented) while registered
     return Registration(state, management_url)

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from ccwatch.collector import ELLIPSIS, CappedReading, MetricStore, SampleRenderer
 from ccwatch.errors import ConfigError, ParseFailure
 from ccwatch.sources import SOURCES, context_service, parse_config
-from ccwatch.sources.base import Sample
+from ccwatch.sources.base import MAX_LABEL_CHARS, Sample
 from ccwatch.sources.context_service import INFO, REGISTRATION, Registration, parse_registration
 from tests.sources.conftest import Answer, Server
 
@@ -152,11 +154,19 @@ def test_an_empty_management_url_element_gives_an_empty_info_label() -> None:
     assert (INFO, ("",), 1.0) in list(reading.samples())
 
 
-def test_a_long_management_url_is_cut() -> None:
-    url = "https://cs.example.com/" + "x" * 3000
+def test_a_long_management_url_is_capped_by_the_core_with_a_marker() -> None:
+    url = "https://cs.example.com/" + "x" * 600_000
     reading = parse_registration(body("registered", url))
-    assert reading.management_url == url[:2048]
-    assert len(url[:2048]) == context_service.MAX_URL_LENGTH
+    assert reading.management_url == url  # the source keeps it: the core caps, once
+    store = MetricStore()
+    for family in SOURCES["context_service"].families:
+        store.register(family)
+    renderer = SampleRenderer(store)
+    lines = renderer.lines(reading.samples(), 'target="cs"', 1)
+    assert renderer.capped
+    [sample] = [x for f in text_string_to_metric_families(lines[INFO]) for x in f.samples]
+    assert sample.labels["management_url"] == url[: MAX_LABEL_CHARS - 1] + ELLIPSIS
+    assert CappedReading(reading).watched()["management_url"] == sample.labels["management_url"]
 
 
 def test_a_state_of_64_characters_is_still_a_state() -> None:
