@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import orjson
 
+from ccwatch.collector import MAX_DETAIL_CHARS, cap
 from ccwatch.http import redact_url as redact_url  # re-exported for the page
 from ccwatch.scheduler import Job, TargetGroup
 from ccwatch.sources.base import Reading
@@ -209,10 +210,11 @@ def reading_values(reading: Reading, source: str) -> dict[str, Any]:
 
 
 def describe(reading: Reading, source: str) -> str:
-    """The reading in words: its own ``describe()`` if it has one, else its values."""
+    """The reading in words: its own ``describe()`` if it has one (capped like every
+    vendor string), else its values."""
     own = getattr(reading, "describe", None)
     if callable(own):
-        return str(own())
+        return cap(str(own()), MAX_DETAIL_CHARS)
     parts: list[str] = []
     for name, value in reading_values(reading, source).items():
         words = name.replace("_", " ")

@@ -15,6 +15,7 @@ from typing import Any
 from lxml import html as lxml_html
 
 from ccwatch import page
+from ccwatch.collector import ELLIPSIS, MAX_DETAIL_CHARS
 from ccwatch.sources import ece
 from ccwatch.status import describe, reading_values, redact_url, rfc3339, short_name
 from ccwatch.web import stepped
@@ -401,3 +402,20 @@ async def test_the_header_shows_a_failed_reload_and_its_error(sim: Sim, tmp_path
     assert "targets[0].url: required key is missing" in error  # the key path of the error
     assert "<b>evil</b>" in error  # as text
     assert "<b>evil</b>" not in failed  # never as markup
+
+
+def test_a_readings_own_description_is_capped() -> None:
+    """A source's ``describe()`` may quote a vendor string that is no label value: the
+    page and the API show it capped like every other vendor string."""
+
+    class Long:
+        def describe(self) -> str:
+            return "status " + "x" * 600_000
+
+        def samples(self) -> list[Any]:
+            return []
+
+    text = describe(Long(), "gms_probe")  # type: ignore[arg-type]
+    assert len(text) == MAX_DETAIL_CHARS
+    assert text.startswith("status xxx")
+    assert text.endswith(ELLIPSIS)
