@@ -522,6 +522,11 @@ class TargetConfig(StrictModel):
         """What polling at ``interval`` costs the vendor, in words (for warnings)."""
         return f"{60 / interval:g} polls a minute per job"
 
+    def source_warnings(self) -> list[tuple[str, str]]:
+        """Valid but unwise settings of this target that only its source knows of: (key
+        path below the target, what is wrong). None by default."""
+        return []
+
     def calendar_of(self, subject: Mapping[str, str]) -> str | None:
         """The calendar of one subject (the target's; a source may override per subject)."""
         return self.calendar
@@ -638,8 +643,8 @@ class ConfigBase(BaseSettings):
 
     def warnings(self) -> list[str]:
         """Valid but unwise settings, one line each with its key path: intervals below
-        their source's floor, which load the vendor (``check-config`` and startup print
-        them)."""
+        their source's floor, which load the vendor, and what each source warns of
+        (:meth:`TargetConfig.source_warnings`); ``check-config`` and startup print them."""
         out = []
         for i, target in enumerate(self.targets):
             floor = target.interval_floor
@@ -652,6 +657,8 @@ class ConfigBase(BaseSettings):
                 f"{target.name!r} is below the floor of {format_duration(floor)}: "
                 f"{target.vendor_load(interval)}"
             )
+        for i, target in enumerate(self.targets):
+            out += [f"targets[{i}].{key}: {message}" for key, message in target.source_warnings()]
         return out
 
     def thresholds_of(self, target: TargetConfig) -> list[tuple[str, float]]:

@@ -266,6 +266,22 @@ class GenesysServicesTarget(TargetConfig):
             raise _problems(type(self).__name__, problems)
         return self
 
+    def source_warnings(self) -> list[tuple[str, str]]:
+        """Contact keys labelled by pseudonyms salted with the target's name, which is no
+        secret: a phone number's pseudonym can then be brute-forced from the label."""
+        unnamed = sum(1 for ck in self.contact_keys if ck.name is None)
+        if not unnamed or self.pseudonym_salt is not None:
+            return []
+        return [
+            (
+                "contact_keys",
+                f"{unnamed} contact key(s) without a name are labelled by pseudonyms whose "
+                f"salt is the target's name {self.name!r}, which is no secret: their phone "
+                "numbers can be brute-forced from the contact_key label; set "
+                "pseudonym_salt (or pseudonym_salt_file), or give the keys names",
+            )
+        ]
+
     def contact_key_labels(self) -> list[tuple[str, str]]:
         """(``contact_key`` label value, contact key) of each contact key, in order."""
         if self.pseudonym_salt is not None:

@@ -39,6 +39,8 @@ from .test_rules import promtool
 K8S = DEPLOY / "kubernetes"
 SHARDED = DEPLOY / "kubernetes-overlays" / "sharded"
 SYSTEMD = DEPLOY / "systemd"
+#: where the README installs ccwatch (a virtual environment), and so what the units run
+INSTALLED = "/opt/ccwatch/bin/ccwatch"
 SHARDED_COMPOSE = COMPOSE_DIR / "compose.sharded.yaml"
 PROMETHEUS = DEPLOY / "prometheus"
 SHARD_ENV = "CCWATCH_SHARDING__SHARD"
@@ -331,8 +333,19 @@ def env_file(path: Path) -> dict[str, str]:
 
 def exec_start(unit: Unit, instance: str) -> list[str]:
     argv = shlex.split(one(unit, "Service", "ExecStart").replace("%i", instance))
-    assert argv[0] == "/usr/local/bin/ccwatch"
+    assert argv[0] == INSTALLED
     return argv[1:]
+
+
+def test_the_units_run_the_binary_the_readme_installs() -> None:
+    """The README installs into a virtual environment; the units run its ``ccwatch``."""
+    readme = (SYSTEMD.parents[1] / "README.md").read_text(encoding="utf-8")
+    venv = re.search(r"^python3 -m venv (\S+)$", readme, re.M)
+    assert venv is not None, "the README's install creates no virtual environment"
+    assert f"{venv.group(1)}/bin/ccwatch --version" in readme
+    assert f"{venv.group(1)}/bin/ccwatch" == INSTALLED
+    for name in ("ccwatch.service", "ccwatch@.service"):
+        exec_start(parse_unit(SYSTEMD / name), "0")
 
 
 @pytest.mark.parametrize("name", ["ccwatch.service", "ccwatch@.service"])
@@ -399,7 +412,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     assert true
     for name in ("ccwatch.service", "ccwatch@.service"):
         text = (SYSTEMD / name).read_text(encoding="utf-8")
-        (tmp_path / name).write_text(text.replace("/usr/local/bin/ccwatch", true), "utf-8")
+        (tmp_path / name).write_text(text.replace(INSTALLED, true), "utf-8")
     (tmp_path / "ccwatch@1.service").symlink_to(tmp_path / "ccwatch@.service")
     for name in ("ccwatch.service", "ccwatch@.service", "ccwatch@1.service"):
         result = subprocess.run(

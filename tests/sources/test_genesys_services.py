@@ -900,3 +900,36 @@ async def test_a_traced_poll_shows_the_key_in_its_url_only(server: Server) -> No
     assert body[0]["contact_key"] == KEY_LABEL
     assert body[0]["note"] == KEY_LABEL
     assert exchanges[1].error == "http_status: unexpected HTTP status 503"
+
+
+def _genesys(**target: Any) -> dict[str, Any]:
+    return {
+        "targets": [
+            {
+                "name": "gcs",
+                "source": "genesys_services",
+                "url": "http://127.0.0.1:1",
+                **target,
+            }
+        ]
+    }
+
+
+def test_pseudonyms_salted_with_the_target_name_are_warned_about() -> None:
+    cfg = parse_config(_genesys(contact_keys=["408-832-7799", {"key": "650", "name": "b"}]))
+    [warning] = cfg.warnings()
+    assert warning.startswith("targets[0].contact_keys: 1 contact key(s) without a name")
+    assert "'gcs'" in warning
+    assert "408-832-7799" not in warning  # personal data stays out of the warning too
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"contact_keys": ["408-832-7799"], "pseudonym_salt": "a secret"},
+        {"contact_keys": [{"key": "408-832-7799", "name": "hotline"}]},
+        {"customer_ids": ["ABC1234"]},
+    ],
+)
+def test_a_secret_salt_or_named_keys_need_no_warning(target: dict[str, Any]) -> None:
+    assert parse_config(_genesys(**target)).warnings() == []
