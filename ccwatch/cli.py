@@ -301,9 +301,7 @@ def _check_config(
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"{path}: invalid configuration", file=sys.stderr)
-        for line in exc.errors:
-            print(f"  {line}", file=sys.stderr)
+        exc.report(path, sys.stderr)
         status = 1
     else:
         try:

@@ -20,7 +20,7 @@ escape: an exception that is not a ``PollError`` is recorded with reason ``inter
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TextIO
 
 from ccwatch.redact import strip_userinfo
 
@@ -64,6 +64,13 @@ class ConfigError(CCWatchError):
         errors = [strip_userinfo(line) for line in errors]
         self.errors = errors
         super().__init__("\n".join(errors))
+
+    def report(self, path: object, file: TextIO) -> None:
+        """Write ``PATH: invalid configuration`` and an indented line per error: how every
+        command (check-config, probe, time-intervals) shows an invalid file."""
+        print(f"{path}: invalid configuration", file=file)
+        for line in self.errors:
+            print(f"  {line}", file=file)
 
 
 class PollError(CCWatchError):

@@ -658,9 +658,7 @@ def run_probe(
     try:
         config = load_config(config_file)
     except ConfigError as exc:
-        print(f"{config_file}: invalid configuration", file=err)
-        for line in exc.errors:
-            print(f"  {line}", file=err)
+        exc.report(config_file, err)
         return 2
     names = [target.name for target in config.targets]
     unknown = [name for name in filters.targets if name not in names]

@@ -143,9 +143,7 @@ def run_time_intervals(
     try:
         config = load_config(config_file)
     except ConfigError as exc:
-        print(f"{config_file}: invalid configuration", file=err)
-        for line in exc.errors:
-            print(f"  {line}", file=err)
+        exc.report(config_file, err)
         return 1
     if calendar_name not in config.calendars:
         known = ", ".join(sorted(config.calendars)) or "none (add a calendars: section)"

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from tests.browser import Browser, EvaluationError, Page, browser
+from tests.harness import local_app
 
 CLEAN = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clean</title></head>
@@ -109,15 +110,8 @@ async def site(unreachable: str) -> AsyncIterator[str]:
     app.router.add_get("/bad-icon", bad_icon)
     app.router.add_get("/missing", missing)
     app.router.add_get("/favicon.ico", no_icon)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with local_app(app) as url:
+        yield url
 
 
 @pytest.fixture
